@@ -1,0 +1,50 @@
+# Two commands on a fresh machine:  `make run` (serve the bundled models on :8000)  and  `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+HOST   ?= 0.0.0.0
+PORT   ?= 8000
+
+.PHONY: run test install install-dev lint typecheck unit export-cam clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# Runtime install: the same two commands as the Dockerfile.
+$(VENV)/.runtime: requirements.txt pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt requirements-export.txt
+	$(BIN)/pip install --quiet -r requirements-dev.txt -r requirements-export.txt
+	touch $@
+
+install: $(VENV)/.runtime
+install-dev: $(VENV)/.dev
+
+run: $(VENV)/.runtime
+	$(BIN)/uvicorn app.main:app --host $(HOST) --port $(PORT) --timeout-graceful-shutdown 30
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check app export tests bench
+	$(BIN)/ruff format --check app export tests bench
+
+typecheck: $(VENV)/.dev
+	$(BIN)/mypy
+
+unit: $(VENV)/.dev
+	$(BIN)/pytest
+
+test: $(VENV)/.dev
+	$(BIN)/ruff check app export tests bench
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+# Re-create the bundled CAM model from the pretrained weights (needs the export extra).
+export-cam: $(VENV)/.dev
+	$(BIN)/python -m export cam
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,52 @@
+"""Service settings, read from the environment (prefix ``LOCSVC_``) or a ``.env`` file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
+
+
+class Settings(BaseSettings):
+    """Every field can be set as ``LOCSVC_<NAME>`` (e.g. ``LOCSVC_MAX_UPLOAD_BYTES=5000000``)."""
+
+    model_config = SettingsConfigDict(env_prefix="LOCSVC_", env_file=".env", extra="ignore")
+
+    models_dir: Path = Field(REPO_MODELS, description="Folder of *.onnx models, each with its sidecar *.json.")
+    models: list[str] = Field(
+        default_factory=list, description="Model names to load (default: every sidecar in models_dir)."
+    )
+    verify_sha256: bool = Field(True, description="Refuse to load a model whose file does not match its sidecar sha256.")
+    default_cam_model: str | None = Field(None, description="Model used by /cam when none is named (default: first cam model).")
+    default_localize_model: str | None = Field(None, description="Model used by /localize when none is named.")
+    default_pose_model: str | None = Field(None, description="Model used by /pose when none is named.")
+
+    max_upload_bytes: int = Field(20 * 1024 * 1024, gt=0, description="Largest accepted request body, in bytes (413 beyond).")
+    max_image_pixels: int = Field(50_000_000, gt=0, description="Largest accepted decoded image, width x height (413 beyond).")
+    jpeg_draft: bool = Field(True, description="Decode JPEGs at reduced DCT scale when the model needs fewer pixels.")
+
+    intra_op_threads: int = Field(
+        default_factory=lambda: os.cpu_count() or 1, ge=1, description="onnxruntime threads per inference."
+    )
+    inter_op_threads: int = Field(1, ge=1, description="onnxruntime inter-op threads (parallel graph branches).")
+    ort_spinning: bool = Field(False, description="Let onnxruntime worker threads spin while idle (faster, burns CPU).")
+    max_concurrency: int = Field(2, ge=1, description="Requests in inference at once; others wait in the queue.")
+    max_queue: int = Field(32, ge=0, description="Requests allowed to wait for an inference slot; beyond -> 503.")
+    queue_timeout_s: float = Field(10.0, gt=0, description="Longest wait for an inference slot before a 503.")
+    retry_after_s: int = Field(1, ge=0, description="Retry-After header value on 503 responses, in seconds.")
+
+    cam_max_side: int = Field(
+        512, ge=8, description="CAMs are resampled onto at most this many pixels along the image's long side "
+        "for thresholding; boxes are then scaled to full-image pixels."
+    )
+    overlay_max_side: int = Field(1024, ge=16, description="Long side of PNG overlays, in pixels.")
+    max_top_k: int = Field(20, ge=1, description="Largest top_k a client may ask for.")
+
+    api_key: str | None = Field(None, description="When set, every endpoint but health checks, docs and / needs header X-API-Key.")
+    cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS (empty: CORS off).")
+    log_level: str = Field("INFO", description="Log level of the JSON logs.")
+    log_json: bool = Field(True, description="Emit one JSON object per log line.")

@@ -1,0 +1,96 @@
+"""The app factory: routers, error handlers, middleware, and a lifespan that loads the models."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from PIL import Image
+
+from app import __version__
+from app.config import Settings
+from app.deps import require_api_key
+from app.limits import BodySizeLimitMiddleware, InferenceLimiter
+from app.observability import Metrics, ObservabilityMiddleware, configure_logging
+from app.problems import PROBLEM_RESPONSES, install_error_handlers
+from app.registry import Registry
+from app.routers import cam, localize, meta, pose
+from app.schemas import Problem
+
+log = logging.getLogger("app")
+
+DESCRIPTION = """
+What is in an image, and where: **/localize** (a class and its regressed box), **/cam** (Class
+Activation Maps and the boxes they imply, for any class), **/pose** (14 body joints).
+
+Upload the picture as `multipart/form-data` in a field named `image`.  Every box and point is in
+pixels of the full image after its EXIF orientation; boxes come as `(r, c, h, w)` (row, column of
+the upper-left corner, height, width), as corners `x1, y1, x2, y2`, and normalized to [0, 1].
+Errors are RFC 9457 problem details (`application/problem+json`) naming the offending `field`.
+"""
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    configure_logging(settings.log_level, settings.log_json)
+    # Our own limit (settings.max_image_pixels) is checked from the header before any decoding.
+    Image.MAX_IMAGE_PIXELS = None
+    app.state.limiter = InferenceLimiter(
+        settings.max_concurrency, settings.max_queue, settings.queue_timeout_s, settings.retry_after_s, app.state.metrics
+    )
+    registry = await anyio.to_thread.run_sync(Registry.load, settings)
+    app.state.registry = registry
+    app.state.metrics.models_loaded.set(len(registry.models))
+    log.info("ready", extra={"models": sorted(registry.models)})
+    try:
+        yield
+    finally:
+        app.state.shutting_down = True
+        app.state.registry = None
+        log.info("stopped")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    app = FastAPI(
+        title="Localization inference service",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+    app.state.registry = None
+    app.state.shutting_down = False
+
+    auth = [Depends(require_api_key)]
+    for router in (localize.router, cam.router, pose.router):
+        app.include_router(router, dependencies=auth, responses=PROBLEM_RESPONSES)
+    app.include_router(meta.router)
+    app.include_router(meta.protected, responses={401: PROBLEM_RESPONSES[401]})
+    install_error_handlers(app)
+
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"], allow_headers=["*"], expose_headers=["X-Request-ID"]
+        )
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(ObservabilityMiddleware, metrics=app.state.metrics)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = Problem.model_json_schema()
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

@@ -1,0 +1,64 @@
+"""POST /cam - Class Activation Maps and the boxes they imply."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
+
+from app.core.cam import CamNorm, CamRegion
+from app.deps import ImageUpload, InferenceSlot, MetricsDep, RegistryDep, SettingsDep
+from app.errors import InvalidParameter
+from app.routers.common import PNG_RESPONSE, Format, ModelName, Overlay, png_response, read_upload, run_observed
+from app.schemas import CamResponse, OutputFormat
+from app.services.cam import CamParams, run_cam
+from app.sidecar import Task
+
+router = APIRouter(tags=["cam"])
+
+
+@router.post(
+    "/cam",
+    response_model=CamResponse,
+    responses=PNG_RESPONSE,
+    summary="Where is each top class (or the class you name)? CAM heatmaps and boxes",
+)
+def cam(
+    image: ImageUpload,
+    registry: RegistryDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    _slot: InferenceSlot,
+    model: ModelName = None,
+    top_k: Annotated[int, Query(ge=1, le=20, description="How many top classes to localize.")] = 5,
+    class_id: Annotated[int | None, Query(ge=0, description="Localize this class index instead of the top-k.")] = None,
+    label: Annotated[
+        str | None, Query(min_length=1, max_length=200, description="Localize this class, by dataset id (n02085620) or name (Chihuahua).")
+    ] = None,
+    threshold: Annotated[float, Query(ge=0.0, le=1.0, description="Fraction of the normalized CAM a pixel must reach to be in the box.")] = 0.2,
+    norm: Annotated[CamNorm, Query(description="`minmax`: (M-min)/(max-min); `max`: M/max with negatives at 0.")] = CamNorm.minmax,
+    region: Annotated[CamRegion, Query(description="`peak`: region holding the maximum; `largest`: biggest region; `all`.")] = CamRegion.peak,
+    include_grid: Annotated[bool, Query(description="Return each raw CAM M_y on its feature grid.")] = False,
+    overlay: Overlay = False,
+    format: Format = OutputFormat.json,
+) -> CamResponse | Response:
+    """Upload an image in the multipart field `image`.  For each of the `top_k` classes (or the one
+    given by `class_id` / `label`), the CAM ``M_y = sum_k W[y,k] V[k]`` is resampled bilinearly onto the
+    image, normalized to [0, 1] and thresholded; the box encloses the chosen connected region.
+    Boxes are in pixels of the full, EXIF-oriented image."""
+    if class_id is not None and label is not None:
+        raise InvalidParameter("give class_id or label, not both", field="label")
+    served = registry.get(Task.cam, model)
+    params = CamParams(
+        top_k=top_k,
+        class_index=served.resolve_class(class_id, label),
+        threshold=threshold,
+        norm=norm,
+        region=region,
+        include_grid=include_grid,
+        overlay=overlay or format is OutputFormat.png,
+    )
+    data = read_upload(image)
+    outcome = run_observed(metrics, served.name, lambda: run_cam(served, data, params, settings), lambda o: o.response.timings)
+    return png_response(outcome.png) if format is OutputFormat.png else outcome.response

@@ -1,0 +1,42 @@
+"""POST /localize - one class and its regressed box."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
+
+from app.deps import ImageUpload, InferenceSlot, MetricsDep, RegistryDep, SettingsDep
+from app.routers.common import PNG_RESPONSE, Format, ModelName, Overlay, png_response, read_upload, run_observed
+from app.schemas import LocalizeResponse, OutputFormat
+from app.services.localize import LocalizeParams, run_localize
+from app.sidecar import Task
+
+router = APIRouter(tags=["localize"])
+
+
+@router.post(
+    "/localize",
+    response_model=LocalizeResponse,
+    responses=PNG_RESPONSE,
+    summary="What is the main object and where is it? A class and a box",
+)
+def localize(
+    image: ImageUpload,
+    registry: RegistryDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    _slot: InferenceSlot,
+    model: ModelName = None,
+    top_k: Annotated[int, Query(ge=1, le=20, description="How many alternative classes to return.")] = 5,
+    overlay: Overlay = False,
+    format: Format = OutputFormat.json,
+) -> LocalizeResponse | Response:
+    """Upload an image in the multipart field `image`.  A multi-task network predicts the class and
+    regresses the object's box; the box comes back in pixels of the full, EXIF-oriented image."""
+    served = registry.get(Task.localize, model)
+    params = LocalizeParams(top_k=top_k, overlay=overlay or format is OutputFormat.png)
+    data = read_upload(image)
+    outcome = run_observed(metrics, served.name, lambda: run_localize(served, data, params, settings), lambda o: o.response.timings)
+    return png_response(outcome.png) if format is OutputFormat.png else outcome.response

@@ -1,0 +1,72 @@
+"""POST /pose - body joints of the person in a box."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
+
+from app.core.boxes import rchw_to_xyxy
+from app.deps import ImageUpload, InferenceSlot, MetricsDep, RegistryDep, SettingsDep
+from app.errors import InvalidParameter
+from app.routers.common import PNG_RESPONSE, Format, ModelName, Overlay, png_response, read_upload, run_observed
+from app.schemas import OutputFormat, PoseResponse
+from app.services.common import Region
+from app.services.pose import PoseParams, run_pose
+from app.sidecar import Task
+
+router = APIRouter(tags=["pose"])
+
+
+class BoxFormat(StrEnum):
+    xyxy = "xyxy"
+    rchw = "rchw"
+
+
+def parse_box(text: str | None, fmt: BoxFormat) -> Region | None:
+    """``"a,b,c,d"`` in the given format -> xyxy; 422 naming ``box`` when malformed."""
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError as exc:
+        raise InvalidParameter(f"box must be 4 comma-separated numbers, got {text!r}", field="box") from exc
+    if len(values) != 4:
+        raise InvalidParameter(f"box must be 4 comma-separated numbers, got {len(values)}", field="box")
+    xyxy = rchw_to_xyxy(values) if fmt is BoxFormat.rchw else values
+    x1, y1, x2, y2 = (float(v) for v in xyxy)
+    return (x1, y1, x2, y2)
+
+
+@router.post(
+    "/pose",
+    response_model=PoseResponse,
+    responses=PNG_RESPONSE,
+    summary="Where are the person's joints? 14 LSP joints and the skeleton",
+)
+def pose(
+    image: ImageUpload,
+    registry: RegistryDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    _slot: InferenceSlot,
+    model: ModelName = None,
+    box: Annotated[
+        str | None,
+        Query(description="The person's box in image pixels, 4 comma-separated numbers (see box_format). "
+              "Default: the whole image (LSP-style person crops).", examples=["40,10,260,400"]),
+    ] = None,
+    box_format: Annotated[BoxFormat, Query(description="`xyxy`: x1,y1,x2,y2; `rchw`: row,col,height,width.")] = BoxFormat.xyxy,
+    overlay: Overlay = False,
+    format: Format = OutputFormat.json,
+) -> PoseResponse | Response:
+    """Upload an image in the multipart field `image`.  The person box is cropped, fitted to the model,
+    and the network regresses 2k numbers: each joint's x, y as fractions of the box, mapped back to
+    image pixels."""
+    served = registry.get(Task.pose, model)
+    params = PoseParams(box=parse_box(box, box_format), overlay=overlay or format is OutputFormat.png)
+    data = read_upload(image)
+    outcome = run_observed(metrics, served.name, lambda: run_pose(served, data, params, settings), lambda o: o.response.timings)
+    return png_response(outcome.png) if format is OutputFormat.png else outcome.response

@@ -1,0 +1,96 @@
+"""/cam: top-k classes (or one asked-for class) with their Class Activation Maps and boxes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from app.config import Settings
+from app.core.cam import CamNorm, CamRegion, class_activation_maps, normalize_map, resample, threshold_box
+from app.core.imaging import DecodedImage
+from app.core.overlay import blend_heatmap, display_image, draw_box, png_bytes
+from app.registry import LoadedModel
+from app.schemas import CamClass, CamResponse, Timings
+from app.services.common import Stopwatch, b64, box_out, class_prediction, image_info, prepare, softmax, top_k
+
+
+@dataclass(frozen=True)
+class CamParams:
+    top_k: int = 5
+    class_index: int | None = None
+    threshold: float = 0.2
+    norm: CamNorm = CamNorm.minmax
+    region: CamRegion = CamRegion.peak
+    include_grid: bool = False
+    overlay: bool = False
+
+
+@dataclass(frozen=True)
+class CamOutcome:
+    response: CamResponse
+    png: bytes | None
+
+
+def raster_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """(h, w) of the raster the CAM is resampled onto: the image's shape, long side <= max_side."""
+    scale = min(1.0, max_side / max(width, height))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def run_cam(model: LoadedModel, data: bytes, params: CamParams, settings: Settings) -> CamOutcome:
+    assert model.cam_weight is not None and model.cam_bias is not None  # registry guarantees for CAM models
+    watch = Stopwatch()
+    prep = prepare(data, model, settings)
+    decode_ms = watch.lap()
+    out = model.run(prep.batch, ["features", "logits"])
+    inference_ms = watch.lap()
+
+    feats, logits = out["features"][0], out["logits"][0]
+    probs = softmax(logits)
+    classes = [params.class_index] if params.class_index is not None else top_k(probs, params.top_k)
+    maps = class_activation_maps(feats, model.cam_weight, classes)
+    width, height = prep.decoded.width, prep.decoded.height
+    out_h, out_w = raster_size(width, height, settings.cam_max_side)
+    rows, cols = prep.fit.content_sample_positions(out_h, out_w, maps.shape[1], maps.shape[2])
+    cell = np.array([width / out_w, height / out_h] * 2)
+
+    results: list[CamClass] = []
+    first_norm: npt.NDArray[np.float64] | None = None
+    for idx, m in zip(classes, maps, strict=True):
+        norm = normalize_map(resample(m, rows, cols), params.norm)
+        first_norm = norm if first_norm is None else first_norm
+        xyxy = threshold_box(norm, params.threshold, params.region) * cell
+        py, px = np.unravel_index(int(np.argmax(norm)), norm.shape)
+        pred = class_prediction(model, idx, probs, logits)
+        results.append(
+            CamClass(
+                **pred.model_dump(),
+                cam_score=float(m.mean() + model.cam_bias[idx]),
+                box=box_out(xyxy, width, height),
+                peak=(float((px + 0.5) * cell[0]), float((py + 0.5) * cell[1])),
+                grid=m.astype(float).round(5).tolist() if params.include_grid else None,
+            )
+        )
+    png = _overlay(prep.decoded, first_norm, results[0], settings) if params.overlay and first_norm is not None else None
+    response = CamResponse(
+        model=model.name,
+        image=image_info(prep.decoded),
+        threshold=params.threshold,
+        normalization=params.norm.value,
+        region=params.region.value,
+        grid_size=(int(maps.shape[1]), int(maps.shape[2])),
+        classes=results,
+        overlay_png=b64(png) if png is not None else None,
+        timings=Timings(decode_ms=decode_ms, inference_ms=inference_ms, postprocess_ms=watch.lap()),
+    )
+    return CamOutcome(response, png)
+
+
+def _overlay(decoded: DecodedImage, norm: npt.NDArray[np.float64], top: CamClass, settings: Settings) -> bytes:
+    """Heatmap of the first class over the image, with its box and label."""
+    canvas = blend_heatmap(display_image(decoded.image, settings.overlay_max_side), norm)
+    s = canvas.width / decoded.width
+    draw_box(canvas, [top.box.x1 * s, top.box.y1 * s, top.box.x2 * s, top.box.y2 * s], f"{top.name} {top.probability:.0%}")
+    return png_bytes(canvas)

@@ -1,0 +1,73 @@
+"""/localize: one class and one regressed box from a multi-task (classification + box) model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from app.config import Settings
+from app.core.boxes import rchw_to_xyxy
+from app.core.overlay import display_image, draw_box, png_bytes
+from app.registry import LoadedModel
+from app.schemas import LocalizeResponse, Timings
+from app.services.common import Stopwatch, b64, box_out, class_prediction, image_info, prepare, softmax, top_k
+
+BOX_FORMATS = ("rchw_norm", "xyxy_norm")
+
+
+@dataclass(frozen=True)
+class LocalizeParams:
+    top_k: int = 5
+    overlay: bool = False
+
+
+@dataclass(frozen=True)
+class LocalizeOutcome:
+    response: LocalizeResponse
+    png: bytes | None
+
+
+def model_box_to_input_xyxy(box: np.ndarray, box_format: str, input_w: int, input_h: int) -> np.ndarray:
+    """The model's box output ``(4,)`` (fractions of its input) -> xyxy in model-input pixels."""
+    if box_format == "rchw_norm":
+        xyxy = rchw_to_xyxy(box)
+    elif box_format == "xyxy_norm":
+        xyxy = np.asarray(box, dtype=np.float64)
+    else:
+        raise ValueError(f"unknown box_format {box_format!r}; expected one of {BOX_FORMATS}")
+    return np.asarray(xyxy * np.array([input_w, input_h, input_w, input_h], dtype=np.float64))
+
+
+def run_localize(model: LoadedModel, data: bytes, params: LocalizeParams, settings: Settings) -> LocalizeOutcome:
+    watch = Stopwatch()
+    prep = prepare(data, model, settings)
+    decode_ms = watch.lap()
+    out = model.run(prep.batch, ["logits", "box"])
+    inference_ms = watch.lap()
+
+    logits = out["logits"][0]
+    probs = softmax(logits)
+    ranked = top_k(probs, params.top_k)
+    preds = [class_prediction(model, i, probs, logits) for i in ranked]
+    spec = model.spec
+    xyxy_in = model_box_to_input_xyxy(out["box"][0], model.sidecar.box_format or "rchw_norm", spec.width, spec.height)
+    xyxy = prep.fit.input_boxes_to_image(xyxy_in)
+    width, height = prep.decoded.width, prep.decoded.height
+    box = box_out(xyxy, width, height)
+    png = None
+    if params.overlay:
+        canvas = display_image(prep.decoded.image, settings.overlay_max_side)
+        s = canvas.width / width
+        draw_box(canvas, [box.x1 * s, box.y1 * s, box.x2 * s, box.y2 * s], f"{preds[0].name} {preds[0].probability:.0%}")
+        png = png_bytes(canvas)
+    response = LocalizeResponse(
+        model=model.name,
+        image=image_info(prep.decoded),
+        label=preds[0],
+        box=box,
+        top_k=preds,
+        overlay_png=b64(png) if png is not None else None,
+        timings=Timings(decode_ms=decode_ms, inference_ms=inference_ms, postprocess_ms=watch.lap()),
+    )
+    return LocalizeOutcome(response, png)

@@ -1,0 +1,82 @@
+"""The sidecar JSON beside each ``.onnx`` - the contract written by ``export/``, parsed and validated."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.core.fitting import FitMode, InputSpec
+
+
+class Task(StrEnum):
+    cam = "cam"
+    localize = "localize"
+    pose = "pose"
+
+
+class SidecarInput(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str = "image"
+    layout: str = "NCHW"
+    height: int = Field(gt=0)
+    width: int = Field(gt=0)
+    channels: str = "RGB"
+    fit: FitMode = FitMode.stretch
+    pre_resize: tuple[int, int] | None = None
+    resample: str = "bilinear"
+
+
+class Normalization(BaseModel):
+    scale: float = 1.0 / 255.0
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+class Label(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    index: int
+    id: str
+    name: str
+
+
+class JointsSpec(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    names: list[str]
+    edges: list[tuple[int, int]]
+    coords: str = "xy_norm_box"
+
+
+class Sidecar(BaseModel):
+    """Parsed sidecar.  Unknown fields are kept (and shown by ``GET /models``)."""
+
+    model_config = ConfigDict(extra="allow")
+    schema_version: int = 1
+    name: str
+    task: Task
+    file: str
+    sha256: str
+    input: SidecarInput
+    normalization: Normalization
+    outputs: dict[str, str]
+    labels: list[Label] = Field(default_factory=list)
+    box_format: str | None = None
+    joints: JointsSpec | None = None
+    provenance: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+
+    def input_spec(self) -> InputSpec:
+        return InputSpec(
+            height=self.input.height,
+            width=self.input.width,
+            fit=self.input.fit,
+            pre_resize=self.input.pre_resize,
+            scale=self.normalization.scale,
+            mean=self.normalization.mean,
+            std=self.normalization.std,
+        )
+
+    @property
+    def has_cam(self) -> bool:
+        return {"features", "cam_weight", "cam_bias", "logits"} <= self.outputs.keys()

@@ -1,0 +1,134 @@
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.core.imaging import decode_image, sniff_format
+from app.errors import InvalidImage, PayloadTooLarge, UnsupportedMediaType
+from tests.conftest import encode, noise_image
+
+BIG = 10**9
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF"])
+def test_sniffs_and_decodes_every_supported_format(fmt: str) -> None:
+    d = decode_image(encode(noise_image(40, 30), fmt), max_pixels=BIG)
+    assert (d.width, d.height, d.format, d.image.mode) == (40, 30, fmt, "RGB")
+
+
+@pytest.mark.parametrize("data", [b"hello world", b"%PDF-1.4 ...", b"\x00" * 64, b"<svg xmlns='http://www.w3.org/2000/svg'/>"])
+def test_not_an_image_is_415(data: bytes) -> None:
+    with pytest.raises(UnsupportedMediaType):
+        decode_image(data, max_pixels=BIG)
+
+
+def test_empty_is_422() -> None:
+    with pytest.raises(InvalidImage, match="empty"):
+        decode_image(b"", max_pixels=BIG)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_truncated_is_422(fmt: str) -> None:
+    data = encode(noise_image(200, 150), fmt)
+    with pytest.raises(InvalidImage, match="corrupt or truncated"):
+        decode_image(data[: len(data) // 2], max_pixels=BIG)
+
+
+def test_garbage_after_magic_is_422() -> None:
+    with pytest.raises(InvalidImage):
+        decode_image(b"\x89PNG\r\n\x1a\n" + b"\x00" * 100, max_pixels=BIG)
+
+
+def test_pixel_limit_checked_before_decoding() -> None:
+    # A 20000 x 20000 PNG of one colour is a few hundred kB but 400 MP once decoded.
+    data = encode(Image.new("L", (20000, 20000)), "PNG")
+    assert len(data) < 2_000_000
+    with pytest.raises(PayloadTooLarge, match="400000000 pixels"):
+        decode_image(data, max_pixels=50_000_000)
+
+
+def _image_in_mode(mode: str) -> Image.Image:
+    ramp = np.arange(16 * 12).reshape(12, 16)
+    if mode == "I;16":
+        return Image.fromarray((ramp * 300).astype(np.uint16))
+    if mode == "I":
+        return Image.fromarray((ramp * 300).astype(np.int32))
+    if mode == "F":
+        return Image.fromarray((ramp / ramp.max()).astype(np.float32))
+    return noise_image(16, 12).convert(mode)
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "P", "PA", "RGBA", "CMYK", "1", "I", "I;16", "F", "YCbCr"])
+def test_every_mode_becomes_rgb(mode: str) -> None:
+    img = _image_in_mode(mode)
+    assert img.mode == mode
+    fmt = "TIFF" if mode in ("CMYK", "I", "F", "YCbCr", "PA") else "PNG"
+    d = decode_image(encode(img, fmt), max_pixels=BIG)
+    assert d.image.mode == "RGB" and d.image.size == (16, 12)
+
+
+def test_sixteen_bit_is_scaled_not_clipped() -> None:
+    arr = np.full((4, 4), 65535, dtype=np.uint16)
+    arr[0, 0] = 0
+    d = decode_image(encode(Image.fromarray(arr), "PNG"), max_pixels=BIG)
+    px = np.asarray(d.image)
+    assert px[1, 1, 0] == 255 and px[0, 0, 0] == 0
+
+
+def test_transparent_pixels_become_white() -> None:
+    img = Image.new("RGBA", (4, 4), (255, 0, 0, 0))
+    d = decode_image(encode(img, "PNG"), max_pixels=BIG)
+    assert tuple(np.asarray(d.image)[0, 0]) == (255, 255, 255)
+
+
+def test_animated_gif_uses_first_frame() -> None:
+    frames = [Image.new("RGB", (8, 8), c) for c in ((255, 0, 0), (0, 0, 255))]
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:])
+    d = decode_image(buf.getvalue(), max_pixels=BIG)
+    assert d.frames == 2
+    assert np.asarray(d.image)[4, 4, 0] > 200
+
+
+@pytest.mark.parametrize("size", [(1, 1), (1, 300), (300, 1)])
+def test_degenerate_sizes_decode(size: tuple[int, int]) -> None:
+    d = decode_image(encode(noise_image(*size), "PNG"), max_pixels=BIG)
+    assert (d.width, d.height) == size
+
+
+@pytest.mark.parametrize("orientation", [1, 2, 3, 4, 5, 6, 7, 8])
+def test_exif_orientation_applied(orientation: int) -> None:
+    # A landscape picture, red on its left half as stored.
+    arr = np.zeros((20, 40, 3), dtype=np.uint8)
+    arr[:, :20, 0] = 255
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encode(Image.fromarray(arr), "JPEG", exif=exif, quality=95)
+    d = decode_image(data, max_pixels=BIG)
+    assert d.orientation == orientation
+    expected = (20, 40) if orientation >= 5 else (40, 20)
+    assert (d.width, d.height) == expected == d.image.size
+    assert np.array_equal(np.asarray(d.image), np.asarray(Image.open(io.BytesIO(data)).transpose(_TRANSPOSE[orientation]))) if orientation != 1 else True
+
+
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90,
+}
+
+
+def test_jpeg_draft_decodes_fewer_pixels_same_field_of_view() -> None:
+    data = encode(noise_image(1600, 1200), "JPEG")
+    d = decode_image(data, max_pixels=BIG, needed_fraction=lambda w, h: 224 / min(w, h))
+    assert (d.width, d.height) == (1600, 1200)
+    assert d.image.width < 1600 and d.image.width >= 224 and d.image.height >= 224
+    assert abs(d.image.width / d.image.height - 4 / 3) < 0.02
+
+
+def test_sniff_webp_needs_riff() -> None:
+    assert sniff_format(b"RIFF\x00\x00\x00\x00WEBPVP8 ") == "WEBP"
+    with pytest.raises(UnsupportedMediaType):
+        sniff_format(b"XXXX\x00\x00\x00\x00WEBPVP8 ")
