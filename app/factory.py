@@ -19,7 +19,7 @@ from app.limits import BodySizeLimitMiddleware, InferenceLimiter
 from app.observability import Metrics, ObservabilityMiddleware, configure_logging
 from app.problems import PROBLEM_RESPONSES, install_error_handlers
 from app.registry import Registry
-from app.routers import cam, localize, meta, pose
+from app.routers import cam, localize, meta, page, pose
 from app.schemas import Problem
 
 log = logging.getLogger("app")
@@ -74,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router, dependencies=auth, responses=PROBLEM_RESPONSES)
     app.include_router(meta.router)
     app.include_router(meta.protected, responses={401: PROBLEM_RESPONSES[401]})
+    app.include_router(page.router)
     install_error_handlers(app)
 
     if settings.cors_origins:

@@ -81,7 +81,8 @@ class Fit:
     def region_points_to_image(self, points: npt.ArrayLike) -> FloatArray:
         """``(..., 2)`` x, y as fractions of the region (0..1) -> image pixels."""
         rx1, ry1, rx2, ry2 = self.region
-        return np.asarray(points, dtype=np.float64) * np.array([rx2 - rx1, ry2 - ry1]) + np.array([rx1, ry1])
+        out: FloatArray = np.asarray(points, dtype=np.float64) * np.array([rx2 - rx1, ry2 - ry1]) + np.array([rx1, ry1])
+        return out
 
     def content_sample_positions(self, out_h: int, out_w: int, grid_h: int, grid_w: int) -> tuple[FloatArray, FloatArray]:
         """Positions, in cells of a ``grid_h x grid_w`` map covering the whole input, of the centres of
@@ -89,7 +90,9 @@ class Fit:
         cx1, cy1, cx2, cy2 = self.content
         ys = cy1 + (np.arange(out_h) + 0.5) * ((cy2 - cy1) / out_h)
         xs = cx1 + (np.arange(out_w) + 0.5) * ((cx2 - cx1) / out_w)
-        return ys * (grid_h / self.input_h), xs * (grid_w / self.input_w)
+        rows = np.asarray(ys * (grid_h / self.input_h), dtype=np.float64)
+        cols = np.asarray(xs * (grid_w / self.input_w), dtype=np.float64)
+        return rows, cols
 
 
 def whole_image(decoded: DecodedImage) -> tuple[float, float, float, float]:

@@ -108,7 +108,7 @@ def decode_image(
         )
     try:
         orientation = int(im.getexif().get(0x0112, 1) or 1)
-    except Exception:  # noqa: BLE001 - a broken EXIF block must not reject an otherwise good image
+    except Exception:
         orientation = 1
     frames = int(getattr(im, "n_frames", 1))
     mode = im.mode

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Query, UploadFile
 from fastapi.responses import Response
@@ -19,7 +19,7 @@ Overlay = Annotated[bool, Query(description="Include a PNG picture of the result
 Format = Annotated[
     OutputFormat, Query(description="`json` (default) or `png`: answer with the overlay picture itself (image/png).")
 ]
-PNG_RESPONSE = {200: {"content": {"image/png": {}}, "description": "The result as JSON, or as a PNG picture when format=png."}}
+PNG_RESPONSE: dict[int | str, dict[str, Any]] = {200: {"content": {"image/png": {}}, "description": "The result as JSON, or as a PNG picture when format=png."}}
 
 
 def read_upload(upload: UploadFile) -> bytes:

@@ -1,0 +1,95 @@
+"""Admission control (503 + Retry-After) and the upload size limit (413)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.config import Settings
+from app.errors import Overloaded, RequestTimeout
+from app.factory import create_app
+from app.limits import InferenceLimiter
+from app.observability import Metrics
+from tests.conftest import encode, files, noise_image
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_limiter_bounds_concurrency_and_queue() -> None:
+    lim = InferenceLimiter(max_concurrency=1, max_queue=1, timeout_s=5, retry_after_s=2, metrics=Metrics())
+    holder = lim.slot()
+    await holder.__aenter__()
+    second = lim.slot()  # kept referenced: a collected context manager would release its slot
+    waiter = asyncio.create_task(second.__aenter__())
+    await asyncio.sleep(0.01)
+    assert lim.waiting == 1
+    with pytest.raises(Overloaded) as exc:
+        await lim.slot().__aenter__()
+    assert exc.value.headers["Retry-After"] == "2"
+    await holder.__aexit__(None, None, None)
+    await asyncio.wait_for(waiter, 1)
+    assert lim.active == 1 and lim.waiting == 0
+    await second.__aexit__(None, None, None)
+    assert lim.active == 0
+
+
+async def test_limiter_times_out_waiting() -> None:
+    lim = InferenceLimiter(max_concurrency=1, max_queue=5, timeout_s=0.05, retry_after_s=1, metrics=Metrics())
+    async with lim.slot():
+        with pytest.raises(RequestTimeout):
+            async with lim.slot():
+                pass
+    assert lim.waiting == 0 and lim.active == 0
+
+
+@pytest.fixture
+async def busy_app(tiny_models_dir: Path) -> AsyncIterator[tuple[httpx.AsyncClient, InferenceLimiter]]:
+    app = create_app(Settings(models_dir=tiny_models_dir, max_concurrency=1, max_queue=0, retry_after_s=3, max_upload_bytes=50_000))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c,
+    ):
+        yield c, app.state.limiter
+
+
+async def test_overload_is_503_with_retry_after_then_recovers(busy_app: tuple[httpx.AsyncClient, InferenceLimiter], jpeg: bytes) -> None:
+    client, limiter = busy_app
+    async with limiter.slot():  # someone else is in inference, and the queue holds nobody
+        r = await client.post("/cam", files=files(jpeg))
+        assert r.status_code == 503 and r.headers["retry-after"] == "3"
+        assert r.json()["type"].endswith("/overloaded")
+    assert (await client.post("/cam", files=files(jpeg))).status_code == 200
+    metrics = (await client.get("/metrics")).text
+    assert 'locsvc_http_requests_total{method="POST",route="/cam",status="503"} 1.0' in metrics
+
+
+async def test_upload_over_limit_is_413(busy_app: tuple[httpx.AsyncClient, InferenceLimiter]) -> None:
+    client, _ = busy_app
+    big = encode(noise_image(400, 400), "PNG")
+    assert len(big) > 50_000
+    r = await client.post("/cam", files=files(big, "big.png", "image/png"))
+    assert r.status_code == 413 and r.json()["status"] == 413
+    assert (await client.post("/cam", files=files(encode(noise_image(32, 32))))).status_code == 200
+
+
+async def test_streamed_upload_over_limit_is_413_without_content_length(busy_app: tuple[httpx.AsyncClient, InferenceLimiter]) -> None:
+    client, _ = busy_app
+    boundary = "b0undary"
+    head = f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="x.png"\r\nContent-Type: image/png\r\n\r\n'.encode()
+    sent = 0
+
+    async def body() -> AsyncIterator[bytes]:
+        nonlocal sent
+        yield head
+        for _ in range(100):  # 1 MB in 10 kB chunks, far past the 50 kB limit
+            sent += 10_000
+            yield b"\x00" * 10_000
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    r = await client.post("/cam", content=body(), headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert r.status_code == 413, r.text
+    assert sent < 200_000  # refused while streaming, not after reading it all

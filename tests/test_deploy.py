@@ -1,0 +1,58 @@
+"""What can be checked of the container files without a Docker engine."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+yaml = pytest.importorskip("yaml")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return doc
+
+
+def test_compose_service_structure(compose: dict[str, Any]) -> None:
+    api = compose["services"]["api"]
+    assert api["build"] == "."
+    assert any(str(p).endswith(":8000") for p in api["ports"])
+    assert api["read_only"] is True and api["user"] == "10001"
+    assert "readyz" in " ".join(api["healthcheck"]["test"])
+    limits = api["deploy"]["resources"]["limits"]
+    assert float(limits["cpus"]) > 0 and limits["memory"]
+    assert all(k.startswith("LOCSVC_") for k in api["environment"])
+
+
+def test_compose_env_names_are_settings(compose: dict[str, Any]) -> None:
+    from app.config import Settings
+
+    fields = {f"LOCSVC_{name.upper()}" for name in Settings.model_fields}
+    assert set(compose["services"]["api"]["environment"]) <= fields
+
+
+def _run_lines(text: str) -> list[str]:
+    return [m.strip() for m in re.findall(r"^RUN (.+)$", text, flags=re.M)]
+
+
+def test_dockerfile_installs_like_the_makefile() -> None:
+    docker = (ROOT / "Dockerfile").read_text()
+    make = (ROOT / "Makefile").read_text()
+    for cmd in ("pip install --quiet -r requirements.txt", "pip install --quiet --no-deps"):
+        assert any(cmd in line for line in _run_lines(docker)), cmd
+        assert cmd in make, cmd
+    assert "torch" not in (ROOT / "requirements.txt").read_text()
+
+
+def test_dockerfile_runtime_is_non_root_with_healthcheck() -> None:
+    docker = (ROOT / "Dockerfile").read_text()
+    runtime = docker.split("AS runtime", 1)[1]
+    assert re.search(r"^USER \d+", runtime, flags=re.M)
+    assert "HEALTHCHECK" in runtime and "/readyz" in runtime
+    assert 'CMD ["uvicorn", "app.main:app"' in runtime
+    assert (ROOT / "app" / "main.py").is_file()
