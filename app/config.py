@@ -44,7 +44,6 @@ class Settings(BaseSettings):
         "for thresholding; boxes are then scaled to full-image pixels."
     )
     overlay_max_side: int = Field(1024, ge=16, description="Long side of PNG overlays, in pixels.")
-    max_top_k: int = Field(20, ge=1, description="Largest top_k a client may ask for.")
 
     api_key: str | None = Field(None, description="When set, every endpoint but health checks, docs and / needs header X-API-Key.")
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS (empty: CORS off).")
