@@ -42,10 +42,8 @@ async def inference_slot(request: Request) -> AsyncIterator[None]:
 
 
 def require_api_key(request: Request, key: Annotated[str | None, Security(_api_key_header)]) -> None:
-    expected = get_settings(request).api_key
-    if expected is None:
-        return
-    if key is None or not secrets.compare_digest(key.encode(), expected.encode()):
+    expected = get_settings(request).api_key or ""
+    if not key or not secrets.compare_digest(key.encode(), expected.encode()):
         raise Unauthorized("missing or wrong X-API-Key header", field="X-API-Key")
 
 

@@ -69,11 +69,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry = None
     app.state.shutting_down = False
 
-    auth = [Depends(require_api_key)]
+    # The auth dependency (and its security scheme in OpenAPI) exists only when a key is configured.
+    auth = [Depends(require_api_key)] if settings.api_key else []
     for router in (localize.router, cam.router, pose.router):
         app.include_router(router, dependencies=auth, responses=PROBLEM_RESPONSES)
     app.include_router(meta.router)
-    app.include_router(meta.protected, responses={401: PROBLEM_RESPONSES[401]})
+    app.include_router(meta.protected, dependencies=auth, responses={401: PROBLEM_RESPONSES[401]} if auth else None)
     app.include_router(page.router)
     install_error_handlers(app)
 

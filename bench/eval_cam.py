@@ -24,7 +24,7 @@ from app.config import REPO_MODELS, Settings
 from app.core.boxes import iou
 from app.core.cam import CamNorm, CamRegion, class_activation_maps, normalize_map, resample, threshold_box
 from app.registry import LoadedModel, load_model
-from app.services.common import prepare, softmax
+from app.services.common import prepare
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app.deps import MetricsDep, RegistryDep, require_api_key
+from app.deps import MetricsDep, RegistryDep
 from app.errors import ModelNotFound, NotReady
 from app.problems import PROBLEM_RESPONSES
 from app.registry import LoadedModel
@@ -39,7 +39,7 @@ def _summary(m: LoadedModel) -> ModelSummary:
     )
 
 
-protected = APIRouter(tags=["service"], dependencies=[Depends(require_api_key)])
+protected = APIRouter(tags=["service"])  # create_app adds the API-key dependency when configured
 
 
 @protected.get("/models", response_model=list[ModelSummary], summary="Loaded models with their sidecar metadata")
