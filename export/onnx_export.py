@@ -190,7 +190,7 @@ def verify_onnx(
 
     try:
         onnx.checker.check_model(onnx.load(str(path)), full_check=True)
-    except Exception as exc:  # noqa: BLE001 - re-raised with context
+    except Exception as exc:
         raise ExportVerificationError(f"ONNX checker rejected {path}: {exc}") from exc
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
