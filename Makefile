@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 0.0.0.0
 PORT   ?= 8000
 
-.PHONY: run test install install-dev lint typecheck unit export-cam clean
+.PHONY: run test install install-dev install-browser lint typecheck unit export-cam clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt requirements-export.txt
 install: $(VENV)/.runtime
 install-dev: $(VENV)/.dev
 
+# Headless Chromium for the page's browser test (tests/app/test_page_browser.py): playwright comes with the
+# dev requirements; the browser is Debian's (playwright's own browser downloads are not used).
+install-browser: $(VENV)/.dev
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+
 run: $(VENV)/.runtime
 	$(BIN)/uvicorn app.main:app --host $(HOST) --port $(PORT) --timeout-graceful-shutdown 30
 
@@ -37,7 +42,7 @@ typecheck: $(VENV)/.dev
 unit: $(VENV)/.dev
 	$(BIN)/pytest
 
-test: $(VENV)/.dev
+test: $(VENV)/.dev install-browser
 	$(BIN)/ruff check app export tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest

@@ -22,7 +22,9 @@ router = APIRouter(include_in_schema=False)
 
 @router.get("/")
 def index() -> FileResponse:
-    return FileResponse(STATIC / "index.html", media_type="text/html", headers={**HEADERS, "Content-Security-Policy": CSP})
+    return FileResponse(
+        STATIC / "index.html", media_type="text/html", headers={**HEADERS, "Content-Security-Policy": CSP}
+    )
 
 
 @router.get("/static/{name}")

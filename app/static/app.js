@@ -1,6 +1,6 @@
 // A small client of the public API: upload a picture to /localize, /cam or /pose and draw the answer.
 // Every box and point in a response is in pixels of the EXIF-oriented image (response.image.width/height);
-// the canvas shows that image scaled down, so everything is drawn through one scale factor.
+// the canvas shows that image rescaled, so everything is drawn through one scale factor.
 
 const $ = (id) => document.getElementById(id);
 const els = {
@@ -11,6 +11,7 @@ const els = {
 };
 const ctx = els.canvas.getContext("2d");
 const KEY_STORAGE = "locsvc.apiKey";
+const MIN_SIDE = 720; // small pictures are drawn larger, so the labels stay sharp
 const MAX_SIDE = 1024; // canvas resolution cap (long side), in canvas pixels
 const TASK_NAMES = { cam: "CAM", localize: "Localize", pose: "Pose" };
 
@@ -58,6 +59,7 @@ async function choose(file) {
     return;
   }
   current = null;
+  requestSeq++; // an answer still on its way belongs to the previous picture
   els.fileName.textContent = file.name;
   els.run.disabled = false;
   els.label.textContent = "";
@@ -72,7 +74,8 @@ async function choose(file) {
 
 /** Size the canvas for an image of w×h pixels, paint the picture, and return the image→canvas scale. */
 function drawImage(w, h) {
-  const s = Math.min(1, MAX_SIDE / Math.max(w, h));
+  const long = Math.max(w, h);
+  const s = Math.min(MAX_SIDE / long, Math.max(1, MIN_SIDE / long));
   els.canvas.width = Math.max(1, Math.round(w * s));
   els.canvas.height = Math.max(1, Math.round(h * s));
   ctx.drawImage(picture.bitmap, 0, 0, els.canvas.width, els.canvas.height);
@@ -209,7 +212,7 @@ function draw() {
   }
 }
 
-const lineWidth = () => Math.max(2, Math.round(els.canvas.width / 300));
+const lineWidth = () => Math.max(3, Math.round(els.canvas.width / 240));
 
 /** A box in image pixels, scaled by s: white over a dark outline so it shows on any picture. */
 function drawBox(box, s, text, dashed = false) {
@@ -217,8 +220,8 @@ function drawBox(box, s, text, dashed = false) {
   const [x, y, w, h] = [box.x1 * s, box.y1 * s, (box.x2 - box.x1) * s, (box.y2 - box.y1) * s];
   ctx.save();
   ctx.setLineDash(dashed ? [4 * lw, 3 * lw] : []);
-  ctx.lineWidth = lw + 2;
-  ctx.strokeStyle = "rgba(0,0,0,0.8)";
+  ctx.lineWidth = lw + 4;
+  ctx.strokeStyle = "rgba(0,0,0,0.85)";
   ctx.strokeRect(x, y, w, h);
   ctx.lineWidth = lw;
   ctx.strokeStyle = "#fff";
@@ -305,7 +308,8 @@ function drawHeatmap(grid, alpha = 0.5) {
 }
 
 const SIDE_COLOURS = { left: "#4fc3f7", right: "#ff8a65", centre: "#ffee58" };
-const side = (name) => (/\bleft\b/i.test(name) ? "left" : /\bright\b/i.test(name) ? "right" : "centre");
+// "l_knee", "left knee", "knee (left)" → left; likewise right; anything else (neck, head_top) → centre.
+const side = (name) => (/^l(eft)?[_\s-]|\bleft\b/i.test(name) ? "left" : /^r(ight)?[_\s-]|\bright\b/i.test(name) ? "right" : "centre");
 
 function drawPose(body, s) {
   drawBox(body.person_box, s, "", true);
