@@ -56,3 +56,12 @@ def test_dockerfile_runtime_is_non_root_with_healthcheck() -> None:
     assert "HEALTHCHECK" in runtime and "/readyz" in runtime
     assert 'CMD ["uvicorn", "app.main:app"' in runtime
     assert (ROOT / "app" / "main.py").is_file()
+
+
+def test_wheel_ships_the_page(tmp_path: Path) -> None:
+    """The Docker image installs the package non-editable: the static page must be package data."""
+    import tomllib
+
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert "static/*" in data["app"]
+    assert (ROOT / "app" / "static" / "index.html").is_file()
