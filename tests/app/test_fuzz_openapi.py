@@ -2,59 +2,33 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from schemathesis.checks import positive_data_acceptance  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.live import Server  # noqa: E402
+
 API_KEY = "fuzz-key"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
-def live_url(tiny_models_dir: Path) -> Iterator[str]:
-    port = free_port()
-    env = {**os.environ, "LOCSVC_MODELS_DIR": str(tiny_models_dir), "LOCSVC_LOG_LEVEL": "WARNING", "LOCSVC_API_KEY": API_KEY}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
+def live_url(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    server = Server(tmp_path_factory.mktemp("fuzz") / "server.log", tiny_models_dir, LOCSVC_API_KEY=API_KEY)
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        else:
-            raise RuntimeError("server did not become ready")
-        yield url
+        server.wait_ready()
+        yield server.url
     finally:
-        proc.terminate()
-        _, err = proc.communicate(timeout=30)
+        code = server.stop()
+        out = server.output()
         # uvicorn re-raises SIGTERM after its graceful shutdown
-        assert proc.returncode in (0, -15) and b"Application shutdown complete" in err, err.decode()[-2000:]
-        assert b"Traceback" not in err, err.decode()[-2000:]
+        assert code in (0, -15) and "Application shutdown complete" in out, out[-2000:]
+        assert "Traceback" not in out, out[-3000:]
 
 
 @pytest.fixture(scope="module")

@@ -33,21 +33,21 @@ def test_outputs_map_inside_the_oriented_image(
     exif[0x0112] = orientation
     data = encode(Image.new("RGB", (w, h), (10, 200, 30)), "JPEG", exif=exif)
     spec = InputSpec(64, 96, fit=mode)
-    d = decode_image(data, max_pixels=10**8, needed_fraction=lambda ow, oh: spec.needed_fraction(ow, oh))
-    W, H = (h, w) if orientation >= 5 else (w, h)
-    assert (d.width, d.height) == (W, H)
+    d = decode_image(data, max_pixels=10**8, needed_fraction=spec.needed_fraction)
+    iw, ih = (h, w) if orientation >= 5 else (w, h)
+    assert (d.width, d.height) == (iw, ih)
 
     # a localize box: (r, c, h, w) fractions of the model input, any values in [0, 1]
     r, c, bh, bw = box
     _, fit = fit_image(d, spec)
     xyxy = fit.input_boxes_to_image(model_box_to_input_xyxy(np.array([r, c, bh * (1 - r), bw * (1 - c)]), "rchw_norm", 96, 64))
-    eps = 1e-9 * max(W, H) + 1e-9
+    eps = 1e-9 * max(iw, ih) + 1e-9
     if mode is FitMode.stretch:
-        assert -eps <= xyxy[0] <= xyxy[2] <= W + eps and -eps <= xyxy[1] <= xyxy[3] <= H + eps
+        assert -eps <= xyxy[0] <= xyxy[2] <= iw + eps and -eps <= xyxy[1] <= xyxy[3] <= ih + eps
 
     # joints inside a person box (any box inside the image) stay inside that box
-    x1, x2 = sorted((region[0] * W, region[2] * W))
-    y1, y2 = sorted((region[1] * H, region[3] * H))
+    x1, x2 = sorted((region[0] * iw, region[2] * iw))
+    y1, y2 = sorted((region[1] * ih, region[3] * ih))
     if x2 - x1 > 1e-6 and y2 - y1 > 1e-6:
         _, pfit = fit_image(d, spec, region=(x1, y1, x2, y2))
         pts = pfit.region_points_to_image(np.array(joints))

@@ -8,11 +8,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +18,7 @@ import pytest
 from PIL import Image
 
 from app.config import REPO_MODELS
+from tests.live import Server
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
@@ -50,60 +46,9 @@ API_KEY = "k"
 # ---- the service and the browser -------------------------------------------------------------------------
 
 
-class Server:
-    def __init__(self, log: Path, **env: str) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
-        self.log = log
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("LOCSVC_")}
-        full_env |= {"LOCSVC_MODELS_DIR": str(REPO_MODELS), "LOCSVC_INTRA_OP_THREADS": "1", **env}
-        self._out = log.open("wb")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "app.main:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-            ],
-            cwd=ROOT,
-            env=full_env,
-            stdout=self._out,
-            stderr=subprocess.STDOUT,
-        )
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"the server exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        pytest.fail(f"the server was not ready within {timeout} s:\n{self.log.read_text()[-3000:]}")
-
-    def served(self) -> set[str]:
-        models = httpx.get(f"{self.url}/models", headers={"X-API-Key": API_KEY}, timeout=5).json()
-        return {path for m in models for path in m["serves"]}
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self._out.close()
+def served(server: Server) -> set[str]:
+    models = httpx.get(f"{server.url}/models", headers={"X-API-Key": API_KEY}, timeout=5).json()
+    return {path for m in models for path in m["serves"]}
 
 
 @pytest.fixture(scope="module")
@@ -332,7 +277,7 @@ def test_exif_orientation(servers: dict[str, Server], browser: Any, tmp_path: Pa
 
 @pytest.mark.parametrize("task", ["localize", "pose"])
 def test_task_without_model(servers: dict[str, Server], browser: Any, cat: Path, task: str) -> None:
-    if f"/{task}" in servers["open"].served():
+    if f"/{task}" in served(servers["open"]):
         pytest.skip(f"a model in {REPO_MODELS} serves /{task}: test_task_result covers it")
     p = Page(browser, servers["open"].url)
     p.page.wait_for_function(
@@ -346,7 +291,7 @@ def test_task_without_model(servers: dict[str, Server], browser: Any, cat: Path,
 
 @pytest.mark.parametrize("task", ["localize", "pose"])
 def test_task_result(servers: dict[str, Server], browser: Any, cat: Path, person: Path, task: str) -> None:
-    if f"/{task}" not in servers["open"].served():
+    if f"/{task}" not in served(servers["open"]):
         pytest.skip(f"no model in {REPO_MODELS} serves /{task} yet (GET /models); its 404 is checked instead")
     p = Page(browser, servers["open"].url)
     p.choose(cat if task == "localize" else person)
