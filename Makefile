@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 0.0.0.0
 PORT   ?= 8000
 
-.PHONY: run test install install-dev install-browser lint typecheck unit export-cam clean
+.PHONY: run test install install-dev install-browser install-nginx lint typecheck unit export-cam clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ install-dev: $(VENV)/.dev
 install-browser: $(VENV)/.dev
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 
+# Debian's nginx for the failover test behind the shipped load-balancer config (tests/deploy/test_failover.py).
+install-nginx:
+	command -v nginx >/dev/null || (apt-get update -qq && apt-get install -y -qq nginx)
+
 run: $(VENV)/.runtime
 	$(BIN)/uvicorn app.main:app --host $(HOST) --port $(PORT) --timeout-graceful-shutdown 30
 
@@ -42,7 +46,7 @@ typecheck: $(VENV)/.dev
 unit: $(VENV)/.dev
 	$(BIN)/pytest
 
-test: $(VENV)/.dev install-browser
+test: $(VENV)/.dev install-browser install-nginx
 	$(BIN)/ruff check app export tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest

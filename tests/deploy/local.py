@@ -1,0 +1,151 @@
+"""Run the shipped nginx config and the service on loopback ports, without Docker.
+
+``render_nginx_conf`` turns deploy/nginx/nginx.conf (written for compose) into a config for a local nginx:
+the upstream ``server NAME:PORT resolve PARAMS;`` line becomes one ``server 127.0.0.1:PORT PARAMS;`` per
+backend (the same max_fails/fail_timeout), ``listen`` a loopback port, and every path nginx writes (pid,
+temp files, logs) goes under a run directory. Everything else is the shipped file, unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+NGINX_CONF = ROOT / "deploy" / "nginx" / "nginx.conf"
+LOOPBACK = "127.0.0.1"
+
+
+def nginx_binary() -> str | None:
+    found = shutil.which("nginx")
+    if found:
+        return found
+    return next((p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None)
+
+
+def nginx_globals() -> str:
+    """``-g`` directives: in the foreground; as root, workers stay root (``nobody`` cannot enter pytest's 0700 tmp)."""
+    return "daemon off; user root;" if os.geteuid() == 0 else "daemon off;"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return int(s.getsockname()[1])
+
+
+def _sub(pattern: str, repl: str, text: str, what: str) -> str:
+    out, n = re.subn(pattern, repl, text, flags=re.M)
+    if n == 0:
+        raise AssertionError(f"deploy/nginx/nginx.conf has no {what} ({pattern!r}): update render_nginx_conf")
+    return out
+
+
+def render_nginx_conf(template: str, listen_port: int, backends: list[int], run_dir: Path) -> str:
+    m = re.search(r"^(?P<indent>[ \t]*)server[ \t]+\S+:\d+[ \t]+resolve(?P<params>[^;]*);", template, flags=re.M)
+    if m is None:
+        raise AssertionError("deploy/nginx/nginx.conf has no upstream `server NAME:PORT resolve ...;` line")
+    servers = "\n".join(f"{m['indent']}server {LOOPBACK}:{port}{m['params']};" for port in backends)
+    text = template[: m.start()] + servers + template[m.end() :]
+    text = _sub(r"^([ \t]*)listen[ \t]+\d+;", rf"\g<1>listen {LOOPBACK}:{listen_port};", text, "listen port")
+    text = _sub(r"/tmp/nginx", str(run_dir / "nginx"), text, "/tmp/nginx paths")
+    text = _sub(r"access_log /dev/stdout", f"access_log {run_dir / 'access.log'}", text, "access_log")
+    text = _sub(r"error_log /dev/stderr", f"error_log {run_dir / 'error.log'}", text, "error_log")
+    return text
+
+
+def start_nginx(run_dir: Path, listen_port: int, backends: list[int]) -> subprocess.Popen[bytes]:
+    binary = nginx_binary()
+    assert binary is not None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    conf = run_dir / "nginx.conf"
+    conf.write_text(render_nginx_conf(NGINX_CONF.read_text(), listen_port, backends, run_dir))
+    log = (run_dir / "nginx.out").open("wb")
+    try:
+        return subprocess.Popen(
+            [binary, "-c", str(conf), "-p", f"{run_dir}/", "-e", str(run_dir / "error.log"), "-g", nginx_globals()],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    finally:
+        log.close()
+
+
+def start_backend(run_dir: Path, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = (run_dir / f"backend-{port}.log").open("wb")
+    try:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "app.main:app",
+                "--host",
+                LOOPBACK,
+                "--port",
+                str(port),
+                "--timeout-graceful-shutdown",
+                "30",
+                "--log-level",
+                "warning",
+            ],
+            cwd=ROOT,
+            env={**os.environ, "LOCSVC_LOG_LEVEL": "WARNING", **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    finally:
+        log.close()
+
+
+def wait_http_ok(url: str, procs: list[subprocess.Popen[bytes]], timeout_s: float, logs: list[Path]) -> None:
+    """Poll ``url`` until it answers 200; fail early (with the logs) if one of ``procs`` exits."""
+    deadline = time.monotonic() + timeout_s
+    for _ in range(int(timeout_s / 0.1) + 1):
+        for p in procs:
+            if p.poll() is not None:
+                raise AssertionError(f"process {p.args!r} exited with {p.returncode}:\n{tail(logs)}")
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    raise AssertionError(f"{url} not ready within {timeout_s} s:\n{tail(logs)}")
+
+
+def tail(logs: list[Path], n: int = 2000) -> str:
+    return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-n:]}" for p in logs if p.exists())
+
+
+def stop(proc: subprocess.Popen[bytes] | None, timeout_s: float = 15.0) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+def access_log(path: Path) -> list[dict[str, Any]]:
+    """nginx's JSON access log (log_format upstream_json of the shipped config)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
