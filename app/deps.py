@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, File, Request, Security, UploadFile
 from fastapi.security import APIKeyHeader
 
 from app.config import Settings
-from app.errors import NotReady, Unauthorized
+from app.errors import NotReady, ServiceError, Unauthorized
 from app.limits import InferenceLimiter
 from app.observability import Metrics
 from app.registry import Registry
+from app.schemas import Timings
+
+T = TypeVar("T")
 
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="Needed when the service runs with LOCSVC_API_KEY set.")
 
@@ -35,10 +39,35 @@ def get_registry(request: Request) -> Registry:
     return registry
 
 
-async def inference_slot(request: Request) -> AsyncIterator[None]:
+@dataclass(frozen=True)
+class InferenceContext:
+    """What an inference route needs, handed over while the request holds an inference slot."""
+
+    registry: Registry
+    settings: Settings
+    metrics: Metrics
+
+    def observe(self, model: str, job: Callable[[], T], timings: Callable[[T], Timings]) -> T:
+        """Run an inference job, recording its stage timings or its failure reason."""
+        try:
+            result = job()
+        except ServiceError as exc:
+            self.metrics.inference_failure.labels(model, exc.slug).inc()
+            raise
+        t = timings(result)
+        self.metrics.preprocess.labels(model).observe(t.decode_ms / 1000)
+        self.metrics.compute.labels(model).observe(t.inference_ms / 1000)
+        self.metrics.postprocess.labels(model).observe(t.postprocess_ms / 1000)
+        self.metrics.inference_success.labels(model).inc()
+        return result
+
+
+async def inference_context(request: Request) -> AsyncIterator[InferenceContext]:
+    """Check readiness, then wait for an inference slot (bounded queue, 503 beyond) and hold it."""
+    context = InferenceContext(get_registry(request), get_settings(request), get_metrics(request))
     limiter: InferenceLimiter = request.app.state.limiter
     async with limiter.slot():
-        yield
+        yield context
 
 
 def require_api_key(request: Request, key: Annotated[str | None, Security(_api_key_header)]) -> None:
@@ -50,5 +79,5 @@ def require_api_key(request: Request, key: Annotated[str | None, Security(_api_k
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 RegistryDep = Annotated[Registry, Depends(get_registry)]
-InferenceSlot = Annotated[None, Depends(inference_slot)]
+InferenceDep = Annotated[InferenceContext, Depends(inference_context)]
 ImageUpload = Annotated[UploadFile, File(description="The picture: JPEG, PNG, GIF, WebP, BMP or TIFF (sniffed from its bytes).")]

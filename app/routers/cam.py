@@ -8,9 +8,9 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from app.core.cam import CamNorm, CamRegion
-from app.deps import ImageUpload, InferenceSlot, MetricsDep, RegistryDep, SettingsDep
+from app.deps import ImageUpload, InferenceDep
 from app.errors import InvalidParameter
-from app.routers.common import PNG_RESPONSE, Format, ModelName, Overlay, png_response, read_upload, run_observed
+from app.routers.common import PNG_RESPONSE, Format, ModelName, Overlay, png_response, read_upload
 from app.schemas import CamResponse, OutputFormat
 from app.services.cam import CamParams, run_cam
 from app.sidecar import Task
@@ -26,10 +26,7 @@ router = APIRouter(tags=["cam"])
 )
 def cam(
     image: ImageUpload,
-    registry: RegistryDep,
-    settings: SettingsDep,
-    metrics: MetricsDep,
-    _slot: InferenceSlot,
+    ctx: InferenceDep,
     model: ModelName = None,
     top_k: Annotated[int, Query(ge=1, le=20, description="How many top classes to localize.")] = 5,
     class_id: Annotated[int | None, Query(ge=0, description="Localize this class index instead of the top-k.")] = None,
@@ -49,7 +46,7 @@ def cam(
     Boxes are in pixels of the full, EXIF-oriented image."""
     if class_id is not None and label is not None:
         raise InvalidParameter("give class_id or label, not both", field="label")
-    served = registry.get(Task.cam, model)
+    served = ctx.registry.get(Task.cam, model)
     params = CamParams(
         top_k=top_k,
         class_index=served.resolve_class(class_id, label),
@@ -60,5 +57,5 @@ def cam(
         overlay=overlay or format is OutputFormat.png,
     )
     data = read_upload(image)
-    outcome = run_observed(metrics, served.name, lambda: run_cam(served, data, params, settings), lambda o: o.response.timings)
+    outcome = ctx.observe(served.name, lambda: run_cam(served, data, params, ctx.settings), lambda o: o.response.timings)
     return png_response(outcome.png) if format is OutputFormat.png else outcome.response

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 from fastapi import Query, UploadFile
 from fastapi.responses import Response
 
-from app.errors import ServiceError
-from app.observability import Metrics
-from app.schemas import OutputFormat, Timings
-
-T = TypeVar("T")
+from app.schemas import OutputFormat
 
 ModelName = Annotated[str | None, Query(description="Model to use (GET /models lists them); default: the task's default.")]
 Overlay = Annotated[bool, Query(description="Include a PNG picture of the result (base64) in the JSON.")]
@@ -26,21 +21,6 @@ def read_upload(upload: UploadFile) -> bytes:
     """The uploaded bytes (the body size limit is enforced upstream, while streaming)."""
     upload.file.seek(0)
     return upload.file.read()
-
-
-def run_observed(metrics: Metrics, model: str, job: Callable[[], T], timings: Callable[[T], Timings]) -> T:
-    """Run an inference job, recording its stage timings or its failure reason."""
-    try:
-        result = job()
-    except ServiceError as exc:
-        metrics.inference_failure.labels(model, exc.slug).inc()
-        raise
-    t = timings(result)
-    metrics.preprocess.labels(model).observe(t.decode_ms / 1000)
-    metrics.compute.labels(model).observe(t.inference_ms / 1000)
-    metrics.postprocess.labels(model).observe(t.postprocess_ms / 1000)
-    metrics.inference_success.labels(model).inc()
-    return result
 
 
 def png_response(png: bytes | None) -> Response:

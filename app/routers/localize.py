@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from app.deps import ImageUpload, InferenceSlot, MetricsDep, RegistryDep, SettingsDep
-from app.routers.common import PNG_RESPONSE, Format, ModelName, Overlay, png_response, read_upload, run_observed
+from app.deps import ImageUpload, InferenceDep
+from app.routers.common import PNG_RESPONSE, Format, ModelName, Overlay, png_response, read_upload
 from app.schemas import LocalizeResponse, OutputFormat
 from app.services.localize import LocalizeParams, run_localize
 from app.sidecar import Task
@@ -24,10 +24,7 @@ router = APIRouter(tags=["localize"])
 )
 def localize(
     image: ImageUpload,
-    registry: RegistryDep,
-    settings: SettingsDep,
-    metrics: MetricsDep,
-    _slot: InferenceSlot,
+    ctx: InferenceDep,
     model: ModelName = None,
     top_k: Annotated[int, Query(ge=1, le=20, description="How many alternative classes to return.")] = 5,
     overlay: Overlay = False,
@@ -35,8 +32,8 @@ def localize(
 ) -> LocalizeResponse | Response:
     """Upload an image in the multipart field `image`.  A multi-task network predicts the class and
     regresses the object's box; the box comes back in pixels of the full, EXIF-oriented image."""
-    served = registry.get(Task.localize, model)
+    served = ctx.registry.get(Task.localize, model)
     params = LocalizeParams(top_k=top_k, overlay=overlay or format is OutputFormat.png)
     data = read_upload(image)
-    outcome = run_observed(metrics, served.name, lambda: run_localize(served, data, params, settings), lambda o: o.response.timings)
+    outcome = ctx.observe(served.name, lambda: run_localize(served, data, params, ctx.settings), lambda o: o.response.timings)
     return png_response(outcome.png) if format is OutputFormat.png else outcome.response

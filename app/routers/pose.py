@@ -9,9 +9,9 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from app.core.boxes import rchw_to_xyxy
-from app.deps import ImageUpload, InferenceSlot, MetricsDep, RegistryDep, SettingsDep
+from app.deps import ImageUpload, InferenceDep
 from app.errors import InvalidParameter
-from app.routers.common import PNG_RESPONSE, Format, ModelName, Overlay, png_response, read_upload, run_observed
+from app.routers.common import PNG_RESPONSE, Format, ModelName, Overlay, png_response, read_upload
 from app.schemas import OutputFormat, PoseResponse
 from app.services.common import Region
 from app.services.pose import PoseParams, run_pose
@@ -48,10 +48,7 @@ def parse_box(text: str | None, fmt: BoxFormat) -> Region | None:
 )
 def pose(
     image: ImageUpload,
-    registry: RegistryDep,
-    settings: SettingsDep,
-    metrics: MetricsDep,
-    _slot: InferenceSlot,
+    ctx: InferenceDep,
     model: ModelName = None,
     box: Annotated[
         str | None,
@@ -65,8 +62,8 @@ def pose(
     """Upload an image in the multipart field `image`.  The person box is cropped, fitted to the model,
     and the network regresses 2k numbers: each joint's x, y as fractions of the box, mapped back to
     image pixels."""
-    served = registry.get(Task.pose, model)
+    served = ctx.registry.get(Task.pose, model)
     params = PoseParams(box=parse_box(box, box_format), overlay=overlay or format is OutputFormat.png)
     data = read_upload(image)
-    outcome = run_observed(metrics, served.name, lambda: run_pose(served, data, params, settings), lambda o: o.response.timings)
+    outcome = ctx.observe(served.name, lambda: run_pose(served, data, params, ctx.settings), lambda o: o.response.timings)
     return png_response(outcome.png) if format is OutputFormat.png else outcome.response
