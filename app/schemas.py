@@ -78,7 +78,33 @@ class Timings(BaseModel):
     postprocess_ms: float
 
 
+_CAM_EXAMPLE = {
+    "model": "efficientnet_lite0_imagenet",
+    "image": {"width": 451, "height": 300, "format": "JPEG", "mode": "RGB", "exif_orientation": 1, "frames": 1},
+    "threshold": 0.2,
+    "normalization": "minmax",
+    "region": "peak",
+    "grid_size": [7, 7],
+    "classes": [
+        {
+            "index": 285, "id": "n02124075", "name": "Egyptian cat", "probability": 0.8146, "logit": 10.6423, "cam_score": 10.6423,
+            "box": {
+                "r": 0.0, "c": 36.0, "h": 300.0, "w": 373.0, "x1": 36.0, "y1": 0.0, "x2": 409.0, "y2": 300.0,
+                "normalized": {"x1": 0.0798, "y1": 0.0, "x2": 0.9069, "y2": 1.0, "r": 0.0, "c": 0.0798, "h": 1.0, "w": 0.8271},
+            },
+            "peak": [289.5, 107.5],
+            "grid": None,
+        }
+    ],
+    "overlay_png": None,
+    "timings": {"decode_ms": 2.6, "inference_ms": 24.4, "postprocess_ms": 13.4},
+}
+
+
 class CamResponse(BaseModel):
+    """/cam on scikit-image's cat photo (``skimage.data.chelsea()``), top_k=1: the example below is a real answer."""
+
+    model_config = ConfigDict(json_schema_extra={"example": _CAM_EXAMPLE})
     model: str
     image: ImageInfo
     threshold: float = Field(description="Fraction of the normalized CAM that a pixel must reach to be in the box.")
