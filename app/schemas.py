@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -78,7 +79,7 @@ class Timings(BaseModel):
     postprocess_ms: float
 
 
-_CAM_EXAMPLE = {
+_CAM_EXAMPLE: dict[str, Any] = {
     "model": "efficientnet_lite0_imagenet",
     "image": {"width": 451, "height": 300, "format": "JPEG", "mode": "RGB", "exif_orientation": 1, "frames": 1},
     "threshold": 0.2,
