@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -34,6 +35,14 @@ class Settings(BaseSettings):
     )
     inter_op_threads: int = Field(1, ge=1, description="onnxruntime inter-op threads (parallel graph branches).")
     ort_spinning: bool = Field(False, description="Let onnxruntime worker threads spin while idle (faster, burns CPU).")
+    blas_threads: int = Field(
+        1, ge=0, description="Threads of numpy's OpenBLAS in the server (0: leave its default, one per core). Its calls "
+        "here are tiny (CAM maps); more threads only spin and take the cores from onnxruntime."
+    )
+    ort_arena: Literal["shared", "session", "off"] = Field(
+        "shared", description="onnxruntime's CPU memory arena: one shared by all models (holds the peak of the runs "
+        "in flight), one per session (onnxruntime's default: each model keeps its own peak), or none (malloc per run)."
+    )
     max_concurrency: int = Field(2, ge=1, description="Requests in inference at once; others wait in the queue.")
     max_queue: int = Field(32, ge=0, description="Requests allowed to wait for an inference slot; beyond -> 503.")
     queue_timeout_s: float = Field(10.0, gt=0, description="Longest wait for an inference slot before a 503.")

@@ -1,0 +1,221 @@
+"""Static int8 quantization of a CAM model, checked, evaluated and timed next to its fp32 original.
+
+    python -m bench.perf_quantize --model efficientnet_lite0_imagenet [--format qdq] [--ship]
+
+1. ``quant_pre_process`` (shape inference, graph optimization), then ``quantize_static`` (per-channel int8
+   weights, uint8 activations, MinMax calibration) calibrated on real Tiny ImageNet *train* images
+   (``--calib-per-class`` per class, taken past the first 10 that the train-split metrics use), fed
+   through the service's own decode + fit.  The CAM tail (``ReduceMean`` -> ``Gemm``) stays float, so
+   ``features``, ``pooled``, ``logits``, ``cam_weight``, ``cam_bias`` remain outputs and
+   ``mean(W.V) + b = logits`` holds; the server's own load check (``app.registry.load_model``) is run on it.
+2. Accuracy: ``bench.eval_cam.evaluate`` on the first ``--limit`` val images for fp32 and int8
+   (top-1 restricted to the 200 classes, GT-known localization at the default rule).
+3. Speed: ``session.run`` alone and the whole ``run_cam`` in-process, alternating the two models.
+
+Writes ``artifacts/quant/`` (the model, its sidecar, ``report.json``); ``--ship`` copies both into
+``models/`` (as ``<model>_int8``) with the numbers in the sidecar.  Needs ``../shared/data``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_static,
+)
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from app.config import REPO_MODELS, Settings
+from app.registry import LoadedModel, limit_blas_threads, load_model
+from app.services.cam import CamParams, run_cam
+from app.services.common import prepare
+from bench.eval_cam import evaluate, tiny_imagenet
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "tiny_imagenet_200"
+
+
+def calibration_images(data: Path, per_class: int, skip: int = 10) -> list[Path]:
+    """``per_class`` train images of every class, after the first ``skip`` (used by the train-split metrics)."""
+    out: list[Path] = []
+    for wnid in (data / "wnids.txt").read_text().split():
+        files = sorted((data / "train" / wnid / "images").glob("*.JPEG"), key=lambda p: int(p.stem.split("_")[-1]))
+        out += files[skip : skip + per_class]
+    return out
+
+
+class Reader(CalibrationDataReader):  # type: ignore[misc]
+    """Batches of one image, decoded and fitted exactly as the service does."""
+
+    def __init__(self, model: LoadedModel, paths: list[Path], settings: Settings) -> None:
+        self._it = iter(paths)
+        self.model, self.settings = model, settings
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        path = next(self._it, None)
+        if path is None:
+            return None
+        batch = prepare(path.read_bytes(), self.model, self.settings).batch
+        return {self.model.sidecar.input.name: batch}
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def quantize(args: argparse.Namespace, fp32: LoadedModel, settings: Settings, out_dir: Path) -> tuple[Path, Path]:
+    name = f"{args.model}_int8"
+    prep = out_dir / f"{args.model}_prep.onnx"
+    quant_pre_process(str(fp32.path), str(prep), skip_symbolic_shape=True)
+    graph = onnx.load(str(prep)).graph
+    tail = [n.name for n in graph.node if n.op_type in ("ReduceMean", "GlobalAveragePool", "Gemm", "MatMul")]
+    paths = calibration_images(args.data, args.calib_per_class)
+    t0 = time.perf_counter()
+    out = out_dir / f"{name}.onnx"
+    quantize_static(
+        str(prep),
+        str(out),
+        Reader(fp32, paths, settings),
+        quant_format=QuantFormat.QDQ if args.format == "qdq" else QuantFormat.QOperator,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        nodes_to_exclude=tail,
+        calibrate_method={"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile}[args.calib],
+        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+    )
+    calib_s = time.perf_counter() - t0
+    sidecar = json.loads((fp32.path.with_suffix(".json")).read_text())
+    sidecar.update(name=name, file=out.name, sha256=sha256(out))
+    sidecar["quantization"] = {
+        "method": "onnxruntime.quantization.quantize_static",
+        "onnxruntime": ort.__version__,
+        "format": args.format.upper(),
+        "per_channel": True,
+        "weights": "int8 (symmetric)",
+        "activations": "uint8 (asymmetric)",
+        "calibration": f"{args.calib}, {len(paths)} Tiny ImageNet train images ({args.calib_per_class} per class, "
+        "past the first 10), through the service's decode + fit",
+        "float_nodes": tail,
+        "source": {"file": fp32.path.name, "sha256": fp32.sidecar.sha256},
+        "seconds": round(calib_s, 1),
+        "command": " ".join(["python -m bench.perf_quantize", *args.argv]),
+    }
+    sidecar["metrics"] = {}
+    side = out_dir / f"{name}.json"
+    side.write_text(json.dumps(sidecar, indent=2) + "\n")
+    return out, side
+
+
+def timing(
+    models: dict[str, LoadedModel], settings: Settings, image: bytes, rounds: int, per_round: int
+) -> dict[str, Any]:
+    """Median ms of ``session.run`` and of ``run_cam``, the models alternating round by round."""
+    runs: dict[str, list[float]] = {k: [] for k in models}
+    cams: dict[str, list[float]] = {k: [] for k in models}
+    for _ in range(rounds):
+        for key, m in models.items():
+            batch = prepare(image, m, settings).batch
+            m.run(batch, ["features", "logits"])
+            for _ in range(per_round):
+                t0 = time.perf_counter()
+                m.run(batch, ["features", "logits"])
+                runs[key].append((time.perf_counter() - t0) * 1000)
+            for _ in range(per_round):
+                t0 = time.perf_counter()
+                run_cam(m, image, CamParams(), settings)
+                cams[key].append((time.perf_counter() - t0) * 1000)
+    return {
+        k: {
+            "session_run_ms_p50": round(statistics.median(runs[k]), 2),
+            "run_cam_ms_p50": round(statistics.median(cams[k]), 2),
+        }
+        for k in models
+    }
+
+
+def main() -> None:
+    import io
+    import sys
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="efficientnet_lite0_imagenet")
+    ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--format", choices=["qdq", "qop"], default="qdq")
+    ap.add_argument("--calib", choices=["minmax", "percentile"], default="minmax")
+    ap.add_argument("--calib-per-class", type=int, default=2)
+    ap.add_argument("--limit", type=int, default=2000, help="val images for the accuracy comparison")
+    ap.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads for evaluation and timing")
+    ap.add_argument("--out-dir", type=Path, default=ROOT / "artifacts" / "quant")
+    ap.add_argument("--ship", action="store_true", help="copy the model and its sidecar into models/")
+    raw = sys.argv[1:]
+    args = ap.parse_args(raw)
+    args.argv = raw
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    settings = Settings(intra_op_threads=args.threads, max_concurrency=1)
+    limit_blas_threads(settings.blas_threads)
+    fp32 = load_model(REPO_MODELS / f"{args.model}.json", settings)
+    onnx_path, side = quantize(args, fp32, settings, args.out_dir)
+    int8 = load_model(side, settings)  # the server's own checks: outputs present, CAM identity
+    print(
+        f"{onnx_path}: {onnx_path.stat().st_size / 1e6:.1f} MB (fp32 {fp32.path.stat().st_size / 1e6:.1f} MB); server load check passed"
+    )
+
+    import skimage.data as skd
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(skd.chelsea()).resize((640, 480), Image.Resampling.BICUBIC).save(buf, "JPEG", quality=90)
+    speed = timing({"fp32": fp32, "int8": int8}, settings, buf.getvalue(), rounds=5, per_round=20)
+    print("speed:", json.dumps(speed))
+
+    samples = tiny_imagenet(args.data, "val")[: args.limit]
+    wnids = (args.data / "wnids.txt").read_text().split()
+    acc = {k: evaluate(m, samples, settings, wnids) for k, m in (("fp32", fp32), ("int8", int8))}
+    keys = ("top1_restricted_200", "gt_known_loc_default", "top1_1000", "top5_1000", "top1_loc_restricted_200")
+    summary = {k: {key: acc[k][key] for key in keys} for k in acc}
+    delta = {key: round(acc["int8"][key] - acc["fp32"][key], 4) for key in keys}
+    print("accuracy:", json.dumps(summary), "int8 - fp32:", json.dumps(delta))
+
+    report = {
+        "model": args.model,
+        "file_mb": {"fp32": round(fp32.path.stat().st_size / 1e6, 2), "int8": round(onnx_path.stat().st_size / 1e6, 2)},
+        "speed_threads": args.threads,
+        "speed": speed,
+        "accuracy_val_limit": args.limit,
+        "accuracy": summary,
+        "int8_minus_fp32": delta,
+    }
+    (args.out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    meta = json.loads(side.read_text())
+    cmd = f"python -m bench.eval_cam --split val --model {meta['name']} --limit {args.limit}"
+    meta["metrics"][f"tiny_imagenet_val{args.limit}_cam"] = {**acc["int8"], "command": cmd}
+    meta["quantization"]["fp32_reference"] = {
+        f"tiny_imagenet_val{args.limit}_cam": {key: acc["fp32"][key] for key in keys},
+        "int8_minus_fp32": delta,
+        "speed": report["speed"],
+        "speed_note": f"median ms, {args.threads} onnxruntime thread(s), 640x480 JPEG, models alternating",
+    }
+    side.write_text(json.dumps(meta, indent=2) + "\n")
+    if args.ship:
+        shutil.copy2(onnx_path, REPO_MODELS / onnx_path.name)
+        shutil.copy2(side, REPO_MODELS / side.name)
+        print(f"shipped {REPO_MODELS / onnx_path.name} and its sidecar")
+
+
+if __name__ == "__main__":
+    main()
