@@ -306,8 +306,16 @@ def test_task_result(servers: dict[str, Server], browser: Any, cat: Path, person
         assert_box_drawn(pixels, box_on_canvas(body["box"], scale))
     else:
         assert p.text("#result-label") == f"{len(body['joints'])} joints" and len(body["joints"]) == 14
-        for j in body["joints"]:  # a coloured dot on each joint
+        # a dot of the joint's side colour on each visible joint (labels drawn later may cover a few)
+        side_colour = {"l_": (79, 195, 247), "r_": (255, 138, 101)}
+        checked = matched = 0
+        for j in body["joints"]:
             x, y = round(j["x"] * scale), round(j["y"] * scale)
-            if 0 <= x < pixels.shape[1] and 0 <= y < pixels.shape[0]:
-                assert np.abs(pixels[y, x] - plain[y, x]).sum() > 30, j["name"]
+            if (j["visibility"] or 0) < 0.5 or not (0 <= x < pixels.shape[1] and 0 <= y < pixels.shape[0]):
+                continue
+            want = np.array(side_colour.get(j["name"][:2], (255, 238, 88)))
+            checked += 1
+            matched += int(np.abs(pixels[y, x, :3] - want).sum() < 40)
+        assert checked >= 7 and matched >= 0.8 * checked, (matched, checked)
+        assert np.abs(pixels.astype(int) - plain.astype(int)).sum() > 0
     p.close()
