@@ -497,7 +497,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if draft_off is not None:
             draft_off.stop()
         rss_after = rss_mb(service.proc.pid)
-        bento_rss = rss_mb(bento.proc.pid) if bento else None
+        bento_rss = round(rss_mb(bento.proc.pid), 1) if bento else None
     finally:
         if inproc:
             inproc.stop()
@@ -522,9 +522,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "env": env,
         "settings": {
             k: settings.model_dump()[k]
-            for k in ("intra_op_threads", "inter_op_threads", "ort_spinning", "max_concurrency", "jpeg_draft")
+            for k in (
+                "intra_op_threads",
+                "inter_op_threads",
+                "ort_spinning",
+                "max_concurrency",
+                "jpeg_draft",
+                "cam_max_side",
+            )
         }
-        | {k: v for k, v in settings.model_dump().items() if k == "blas_threads"},
+        | {k: v for k, v in settings.model_dump().items() if k in ("blas_threads", "ort_arena")},
         "workers": args.workers,
         "client": args.client,
         "bento": {

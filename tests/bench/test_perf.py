@@ -196,3 +196,11 @@ def test_lean_client_request_is_multipart() -> None:
     assert head.startswith(b"POST /cam?top_k=3 HTTP/1.1\r\n")
     assert f"Content-Length: {len(body)}".encode() in head
     assert b'name="image"' in body and b"\xff\xd8JPEG" in body
+
+
+@pytest.mark.parametrize("arena", ["shared", "session", "off"])
+def test_arena_settings_serve(tiny_models_dir: Path, arena: str) -> None:
+    """The onnxruntime arena modes the harness compares all load and run (the shared one is registered once)."""
+    runner = InProcess(Settings(models_dir=tiny_models_dir, intra_op_threads=1, ort_arena=arena))  # type: ignore[arg-type]
+    res = runner.run("/cam", encode(noise_image(64, 48)), concurrency=2, duration_s=30, max_requests=3)
+    assert res.statuses == {200: 3}
