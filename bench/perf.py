@@ -464,12 +464,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         if args.bento:
             workers, threads = args.workers, args.bento_threads or settings.max_concurrency
-            bento = start_bento(args.bento_python, env, workers, threads, out_dir / "perf-bento.log")
-            print(
-                f"bentoml ready in {bento.ready_s:.2f} s at {bento.url} (workers={workers}, threads={threads})",
-                flush=True,
-            )
-            warm_up(bento.url, endpoints, images)
+            try:
+                bento = start_bento(args.bento_python, env, workers, threads, out_dir / "perf-bento.log")
+                print(
+                    f"bentoml ready in {bento.ready_s:.2f} s at {bento.url} (workers={workers}, threads={threads})",
+                    flush=True,
+                )
+                warm_up(bento.url, endpoints, images)
+            except (RuntimeError, httpx.HTTPError) as exc:
+                print(f"BentoML peer skipped: {exc}", flush=True)
+                if bento is not None:
+                    bento.stop()
+                bento = None
+                args.bento = False
         warm_up(service.url, endpoints, images)
 
         configs = [(ep, img, c) for ep in endpoints for img in args.image for c in args.concurrency]
