@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     max_concurrency: int = Field(2, ge=1, description="Requests in inference at once; others wait in the queue.")
     max_queue: int = Field(32, ge=0, description="Requests allowed to wait for an inference slot; beyond -> 503.")
     queue_timeout_s: float = Field(10.0, gt=0, description="Longest wait for an inference slot before a 503.")
+    inference_timeout_s: float = Field(
+        30.0, gt=0, description="Longest onnxruntime run of one request; it is then terminated and the answer is a 503."
+    )
     retry_after_s: int = Field(1, ge=0, description="Retry-After header value on 503 responses, in seconds.")
 
     cam_max_side: int = Field(

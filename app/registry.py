@@ -19,7 +19,7 @@ import onnxruntime as ort
 from app.config import Settings
 from app.core.cam import cam_scores, class_activation_maps
 from app.core.fitting import InputSpec
-from app.errors import InvalidParameter, ModelNotFound
+from app.errors import InvalidParameter, ModelNotFound, RequestTimeout
 from app.sidecar import Sidecar, Task
 
 log = logging.getLogger("app.registry")
@@ -127,6 +127,7 @@ class LoadedModel:
     cam_weight: npt.NDArray[np.float32] | None = None
     cam_bias: npt.NDArray[np.float32] | None = None
     warmup_ms: float = 0.0
+    timeout_s: float | None = None  # longest onnxruntime run before it is terminated (503)
     _label_index: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -136,8 +137,21 @@ class LoadedModel:
     def run(self, batch: npt.NDArray[np.float32], outputs: Sequence[str]) -> Arrays:
         """Run the session and return the requested contract outputs by contract name."""
         names = [self.sidecar.outputs[o] for o in outputs]
-        values = self.session.run(names, {self.sidecar.input.name: batch})
-        return {o: np.asarray(v) for o, v in zip(outputs, values, strict=True)}
+        feed = {self.sidecar.input.name: batch}
+        if self.timeout_s is None:
+            return dict(zip(outputs, map(np.asarray, self.session.run(names, feed)), strict=True))
+        options = ort.RunOptions()
+        timer = threading.Timer(self.timeout_s, setattr, (options, "terminate", True))
+        timer.start()
+        try:
+            values = self.session.run(names, feed, options)
+        except Exception as exc:
+            if options.terminate:
+                raise RequestTimeout(f"inference took longer than {self.timeout_s:g} s and was stopped; retry later") from exc
+            raise
+        finally:
+            timer.cancel()
+        return dict(zip(outputs, map(np.asarray, values), strict=True))
 
     def resolve_class(self, class_id: int | None, label: str | None) -> int | None:
         """Class index from ``class_id`` or ``label`` (dataset id, name, or one of its aliases)."""
@@ -185,6 +199,7 @@ def load_model(sidecar_path: Path, settings: Settings) -> LoadedModel:
     model = LoadedModel(sidecar, session, onnx_path, sidecar.input_spec())
     model.build_label_index()
     _warm_up(model)
+    model.timeout_s = settings.inference_timeout_s
     return model
 
 

@@ -93,3 +93,17 @@ async def test_streamed_upload_over_limit_is_413_without_content_length(busy_app
     r = await client.post("/cam", content=body(), headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
     assert r.status_code == 413, r.text
     assert sent < 200_000  # refused while streaming, not after reading it all
+
+
+async def test_inference_timeout_is_503(real_models_dir: Path, cat_jpeg: bytes) -> None:
+    """An onnxruntime run over the per-request limit is terminated: 503, and the server goes on."""
+    app = create_app(Settings(models_dir=real_models_dir, models=["efficientnet_lite0_imagenet"], inference_timeout_s=0.001))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client,
+    ):
+        r = await client.post("/cam", files=files(cat_jpeg))
+        assert r.status_code == 503 and r.json()["type"].endswith("/timeout"), r.text
+        assert "retry" in r.json()["detail"]
+        app.state.registry.models["efficientnet_lite0_imagenet"].timeout_s = 30.0
+        assert (await client.post("/cam", files=files(cat_jpeg))).status_code == 200
