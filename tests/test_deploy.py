@@ -65,3 +65,11 @@ def test_wheel_ships_the_page(tmp_path: Path) -> None:
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
     assert "static/*" in data["app"]
     assert (ROOT / "app" / "static" / "index.html").is_file()
+
+
+def test_every_setting_is_documented_in_the_readme() -> None:
+    from app.config import Settings
+
+    readme = (ROOT / "README.md").read_text()
+    missing = [n for n in Settings.model_fields if f"LOCSVC_{n.upper()}" not in readme and not n.startswith("default_")]
+    assert not missing, f"README's configuration table lacks {missing}"
