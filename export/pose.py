@@ -62,7 +62,7 @@ class TrainConfig:
     """Everything that determines the trained weights (with the data and the seed)."""
 
     size: int = 160
-    steps: int = 1100
+    steps: int = 1700
     batch: int = 32
     lr: float = 1e-3
     backbone_lr: float = 3e-4
