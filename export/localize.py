@@ -22,7 +22,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -185,6 +185,23 @@ def onnx_end_to_end(
     }
 
 
+def _sharp_photos() -> dict[str, np.ndarray]:
+    """scikit-image's bundled photos whose subject is a Tiny ImageNet class (empty without scikit-image)."""
+    try:
+        import skimage.data as skd
+    except ImportError:
+        return {}
+    return {name: np.asarray(getattr(skd, name)()) for name in ("chelsea", "coffee")}
+
+
+def chosen_alpha(sweep: list[dict[str, float | list[float]]], default: float) -> float:
+    """The alpha with the best mean top-1 localization accuracy (the first on ties)."""
+    if not sweep:
+        return default
+    best = max(sweep, key=lambda r: cast(float, r["top1_loc_accuracy_mean"]))
+    return cast(float, best["alpha"])
+
+
 def gap_probe(path: Path, labels: list[LabelInfo], args: argparse.Namespace, val: list[Sample]) -> dict[str, Any]:
     """Train/serve gap: sharp photos (scikit-image) and upscaled val images, with and without pre-resize."""
     import onnxruntime as ort
@@ -199,12 +216,8 @@ def gap_probe(path: Path, labels: list[LabelInfo], args: argparse.Namespace, val
         return lg[0], bx[0]
 
     out: dict[str, Any] = {"photos": {}}
-    try:
-        import skimage.data as skd
-    except ImportError:
-        skd = None
-    for name in ("chelsea", "coffee") if skd is not None else ():
-        img = Image.fromarray(getattr(skd, name)())
+    for name, pixels in _sharp_photos().items():
+        img = Image.fromarray(pixels)
         row: dict[str, Any] = {"size_hw": [img.height, img.width]}
         for key, pre in pres.items():
             lg, bx = run(img, pre)
@@ -312,7 +325,7 @@ def run(args: argparse.Namespace) -> None:
     cv_cfg = dataclasses.replace(cfg, epochs=args.cv_epochs)
     sweep = sweep_alpha(model, train, args.alphas, args.folds, cv_cfg) if len(args.alphas) > 1 else []
     t_sweep = time.time() - t0
-    best = max(sweep, key=lambda r: float(r["top1_loc_accuracy_mean"]))["alpha"] if sweep else args.alphas[0]
+    best = chosen_alpha(sweep, args.alphas[0])
     print(f"chosen alpha = {best}", flush=True)
 
     t0 = time.time()
@@ -322,7 +335,7 @@ def run(args: argparse.Namespace) -> None:
     initial = initial_head_baseline(model, val)
     print(f"baseline, initial head: {_fmt(initial)}", flush=True)
 
-    t_final = train_heads(model, train, float(best), cfg, tag="final ")
+    t_final = train_heads(model, train, best, cfg, tag="final ")
     val_metrics = evaluate(model, val)
     print(f"val: {_fmt(val_metrics)}", flush=True)
     cached_pred = predict(model, val.feats)

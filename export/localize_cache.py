@@ -52,10 +52,11 @@ def cache_trunk(
     ``.progress`` file says it stopped.  Returns the array (memory-mapped, read-only).
     """
     if out.exists():
-        return np.load(out, mmap_mode="r")
+        cached: np.ndarray = np.load(out, mmap_mode="r")
+        return cached
     out.parent.mkdir(parents=True, exist_ok=True)
     partial, progress = out.with_suffix(".partial.npy"), out.with_suffix(".progress")
-    trunk = trunk.eval().to(memory_format=torch.channels_last)
+    trunk = trunk.eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     with torch.inference_mode():
         shape = tuple(trunk(_load_batch(samples[:1], size, pre_resize, flip)).shape[1:])
     done = int(progress.read_text()) if progress.exists() and partial.exists() else 0
@@ -78,7 +79,8 @@ def cache_trunk(
     del arr
     partial.rename(out)
     progress.unlink(missing_ok=True)
-    return np.load(out, mmap_mode="r")
+    result: np.ndarray = np.load(out, mmap_mode="r")
+    return result
 
 
 def cached_split(

@@ -101,8 +101,8 @@ def preprocess(
     img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
     if flip:
         img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    x = np.asarray(img, dtype=np.float32) / 255.0
-    x = (x - np.asarray(MEAN, dtype=np.float32)) / np.asarray(STD, dtype=np.float32)
+    pixels = np.asarray(img, dtype=np.float32) / 255.0
+    x = (pixels - np.asarray(MEAN, dtype=np.float32)) / np.asarray(STD, dtype=np.float32)
     return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 

@@ -28,6 +28,8 @@ class BoxHead(nn.Module):
     output clips them to ``[0, 1]`` and orders them.
     """
 
+    base: torch.Tensor
+
     def __init__(self, channels: int, grid: tuple[int, int], reduce: int = 64, hidden: int = 256) -> None:
         super().__init__()
         self.reduce = nn.Conv2d(channels, reduce, 1)

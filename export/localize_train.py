@@ -127,7 +127,7 @@ def train_heads(model: LocalizeNet, data: Split, alpha: float, cfg: TrainConfig,
             e_box = box_loss(corners.float(), boxes[idx])
             loss = alpha * e_cls + (1 - alpha) * e_box
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             opt.step()
             sums += [float(t.detach()) * len(idx) for t in (loss, e_cls, e_box)]
             step += 1

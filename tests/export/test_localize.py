@@ -200,3 +200,15 @@ def test_read_tiny_imagenet_layout() -> None:
     assert (len(train), len(val), len(labels)) == (20000, 10000, 200)
     assert all(0 <= s.box[0] + s.box[2] <= 1 and 0 <= s.box[1] + s.box[3] <= 1 for s in train[:500])
     assert labels[train[0].label].id == train[0].path.parent.parent.name
+
+
+def test_chosen_alpha_is_the_best_mean_first_on_ties() -> None:
+    from export.localize import chosen_alpha
+
+    rows: list[dict[str, float | list[float]]] = [
+        {"alpha": 0.25, "top1_loc_accuracy_mean": 0.45},
+        {"alpha": 0.5, "top1_loc_accuracy_mean": 0.45},
+        {"alpha": 0.75, "top1_loc_accuracy_mean": 0.44},
+    ]
+    assert chosen_alpha(rows, 0.1) == 0.25
+    assert chosen_alpha([], 0.3) == 0.3
