@@ -46,7 +46,9 @@ def tiny_imagenet(root: Path, split: str, per_class: int | None = None) -> list[
         lines = (root / "train" / wnid / f"{wnid}_boxes.txt").read_text().splitlines()
         for line in lines[: per_class or len(lines)]:
             f, x1, y1, x2, y2 = line.split("\t")
-            out.append(Sample(root / "train" / wnid / "images" / f, wnid, (float(x1), float(y1), float(x2) + 1, float(y2) + 1)))
+            out.append(
+                Sample(root / "train" / wnid / "images" / f, wnid, (float(x1), float(y1), float(x2) + 1, float(y2) + 1))
+            )
     return out
 
 
@@ -54,7 +56,9 @@ RULES = [(n, r, t) for n, r, t in itertools.product(CamNorm, CamRegion, (0.1, 0.
 DEFAULT_RULE = (CamNorm.minmax, CamRegion.peak, 0.2)
 
 
-def evaluate(model: LoadedModel, samples: list[Sample], settings: Settings, dataset_wnids: list[str]) -> dict[str, object]:
+def evaluate(
+    model: LoadedModel, samples: list[Sample], settings: Settings, dataset_wnids: list[str]
+) -> dict[str, object]:
     assert model.cam_weight is not None
     index = {lab.id: lab.index for lab in model.sidecar.labels}
     subset = np.array([index[w] for w in dataset_wnids])
@@ -84,7 +88,10 @@ def evaluate(model: LoadedModel, samples: list[Sample], settings: Settings, data
             top1_loc += int(iou(threshold_box(normalize_map(resample(maps[1], rows, cols)), 0.2), s.box) >= 0.5)
         if (i + 1) % 500 == 0:
             rate = (i + 1) / (time.perf_counter() - t0)
-            print(f"{i + 1}/{len(samples)}  {rate:.0f} img/s  gt-known@default {hits[DEFAULT_RULE] / (i + 1):.3f}", flush=True)
+            print(
+                f"{i + 1}/{len(samples)}  {rate:.0f} img/s  gt-known@default {hits[DEFAULT_RULE] / (i + 1):.3f}",
+                flush=True,
+            )
     n = len(samples)
     return {
         "images": n,
@@ -107,7 +114,9 @@ def main() -> None:
     ap.add_argument("--model", default="efficientnet_lite0_imagenet")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--write-sidecar", action="store_true", help="store the result under metrics in the model's sidecar")
+    ap.add_argument(
+        "--write-sidecar", action="store_true", help="store the result under metrics in the model's sidecar"
+    )
     args = ap.parse_args()
 
     settings = Settings(intra_op_threads=args.threads)
@@ -116,8 +125,10 @@ def main() -> None:
     samples = tiny_imagenet(args.data, args.split, args.per_class)[: args.limit]
     wnids = (args.data / "wnids.txt").read_text().split()
     result = evaluate(model, samples, settings, wnids)
-    result["command"] = f"python -m bench.eval_cam --split {args.split}" + (f" --per-class {args.per_class}" if args.per_class else "") + (
-        f" --limit {args.limit}" if args.limit else ""
+    result["command"] = (
+        f"python -m bench.eval_cam --split {args.split}"
+        + (f" --per-class {args.per_class}" if args.per_class else "")
+        + (f" --limit {args.limit}" if args.limit else "")
     )
     print(json.dumps(result, indent=2))
     if args.write_sidecar:

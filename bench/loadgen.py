@@ -1,6 +1,6 @@
 """Async HTTP load generator (httpx): closed loop, N workers posting an image for a duration.
 
-    python -m bench.loadgen --url http://127.0.0.1:8000 --endpoint /cam --image photo.jpg -c 4 -d 30
+python -m bench.loadgen --url http://127.0.0.1:8000 --endpoint /cam --image photo.jpg -c 4 -d 30
 """
 
 from __future__ import annotations
@@ -69,7 +69,9 @@ async def run_load(
                 sent += 1
                 t0 = time.perf_counter()
                 try:
-                    r = await client.post(endpoint, params=params, headers=headers, files={field_name: ("image.jpg", image, "image/jpeg")})
+                    r = await client.post(
+                        endpoint, params=params, headers=headers, files={field_name: ("image.jpg", image, "image/jpeg")}
+                    )
                 except httpx.TransportError:
                     result.transport_errors += 1
                     continue
@@ -93,7 +95,9 @@ def main() -> None:
     ap.add_argument("--api-key", default=None)
     args = ap.parse_args()
     headers = {"X-API-Key": args.api_key} if args.api_key else None
-    res = asyncio.run(run_load(args.url, args.endpoint, args.image.read_bytes(), args.concurrency, args.duration, headers=headers))
+    res = asyncio.run(
+        run_load(args.url, args.endpoint, args.image.read_bytes(), args.concurrency, args.duration, headers=headers)
+    )
     print(json.dumps(res.summary(), indent=2))
 
 

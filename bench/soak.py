@@ -55,8 +55,22 @@ def start_server(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        cwd=ROOT, env={**os.environ, "LOCSVC_LOG_LEVEL": "WARNING", **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "app.main:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "LOCSVC_LOG_LEVEL": "WARNING", **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
@@ -88,12 +102,28 @@ async def soak(url: str, pid: int | None, minutes: float, concurrency: int, wind
         totals["ok"] += s["ok"]
         totals["overload_503"] += res.statuses.get(503, 0)
         totals["errors"] += errors
-        samples.append({"t_s": round(minutes * 60 - (end - time.monotonic()), 1), "endpoint": ep, "image": img, "rps": s["throughput_rps"],
-                        "p95_ms": s["p95_ms"], "errors": errors, "rss_mb": round(rss_mb(pid), 1) if pid else None})
+        samples.append(
+            {
+                "t_s": round(minutes * 60 - (end - time.monotonic()), 1),
+                "endpoint": ep,
+                "image": img,
+                "rps": s["throughput_rps"],
+                "p95_ms": s["p95_ms"],
+                "errors": errors,
+                "rss_mb": round(rss_mb(pid), 1) if pid else None,
+            }
+        )
         print(json.dumps(samples[-1]), flush=True)
     rss = [x["rss_mb"] for x in samples if x["rss_mb"] is not None]
-    return {**totals, "minutes": minutes, "concurrency": concurrency, "rss_mb_start": rss[0] if rss else None,
-            "rss_mb_end": rss[-1] if rss else None, "rss_mb_max": max(rss) if rss else None, "samples": samples}
+    return {
+        **totals,
+        "minutes": minutes,
+        "concurrency": concurrency,
+        "rss_mb_start": rss[0] if rss else None,
+        "rss_mb_end": rss[-1] if rss else None,
+        "rss_mb_max": max(rss) if rss else None,
+        "samples": samples,
+    }
 
 
 def main() -> None:
@@ -102,7 +132,9 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=3.0)
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--window", type=float, default=10.0, help="seconds per sample")
-    ap.add_argument("--max-queue", default="4", help="LOCSVC_MAX_QUEUE of the started server (small: 503s are exercised)")
+    ap.add_argument(
+        "--max-queue", default="4", help="LOCSVC_MAX_QUEUE of the started server (small: 503s are exercised)"
+    )
     args = ap.parse_args()
     proc = None
     url = args.url
