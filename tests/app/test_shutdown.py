@@ -27,16 +27,24 @@ def test_sigterm_finishes_in_flight_requests(tiny_models_dir: Path, tmp_path: Pa
             r = httpx.post(f"{server.url}/cam", files={"image": ("big.png", data, "image/png")}, timeout=60)
             results.append(r.status_code)
 
-        threads = [threading.Thread(target=post) for _ in range(3)]
+        threads = [threading.Thread(target=post) for _ in range(4)]
         for t in threads:
             t.start()
-        time.sleep(0.5)  # the uploads are in, one decoding, two queued
-        assert len(results) == 0
+        busy = 0.0
+        deadline = time.monotonic() + 20
+        while busy < 2 and time.monotonic() < deadline:  # wait until requests are in inference or queued
+            text = httpx.get(f"{server.url}/metrics", timeout=5).text
+            busy = sum(
+                float(line.split()[-1])
+                for line in text.splitlines()
+                if line.startswith(("locsvc_inference_inflight_requests ", "locsvc_inference_pending_requests "))
+            )
+        assert busy >= 2, "the uploads never reached the inference queue"
         code = server.stop()
         for t in threads:
             t.join(60)
         out = server.output()
-        assert results == [200, 200, 200], out[-2000:]
+        assert results == [200] * 4, out[-2000:]  # in flight and queued ones alike
         assert code in (0, -15) and "Application shutdown complete" in out
         # and nothing is accepted any more
         try:
