@@ -95,7 +95,12 @@ def test_instance_loss_behind_nginx_loses_no_request(tmp_path: Path) -> None:
         assert survivor.poll() is None, tail(logs)
 
         summary = result.summary()
-        entries = [e for e in access_log(tmp_path / "access.log")[logged_before:] if e["uri"].startswith("/cam")]
+        # nginx writes a log line after the response went out: give the last lines a moment (bounded)
+        for _ in range(50):
+            entries = [e for e in access_log(tmp_path / "access.log")[logged_before:] if e["uri"].startswith("/cam")]
+            if len(entries) >= summary["requests"]:
+                break
+            time.sleep(0.05)
         retried = [e for e in entries if "," in e["upstream_addr"]]
         before, after = rps(entries, t0, t_kill), rps(entries, t_kill, t_end)
         print(
