@@ -11,13 +11,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
-import socket
-import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,15 +21,7 @@ import numpy as np
 from PIL import Image
 
 from bench.loadgen import run_load
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+from bench.perf import ROOT, rss_mb, start_service
 
 
 def photo(width: int, height: int) -> bytes:
@@ -48,40 +36,6 @@ def photo(width: int, height: int) -> bytes:
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=90)
     return buf.getvalue()
-
-
-def start_server(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "app.main:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env={**os.environ, "LOCSVC_LOG_LEVEL": "WARNING", **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("server did not start")
 
 
 async def soak(url: str, pid: int | None, minutes: float, concurrency: int, window_s: float) -> dict[str, Any]:
@@ -136,16 +90,18 @@ def main() -> None:
         "--max-queue", default="4", help="LOCSVC_MAX_QUEUE of the started server (small: 503s are exercised)"
     )
     args = ap.parse_args()
-    proc = None
+    server = None
     url = args.url
     if url is None:
-        proc, url = start_server({"LOCSVC_MAX_QUEUE": args.max_queue})
+        log = ROOT / "artifacts" / "soak-server.log"
+        log.parent.mkdir(exist_ok=True)
+        server = start_service({"LOCSVC_MAX_QUEUE": args.max_queue, "LOCSVC_LOG_LEVEL": "WARNING"}, 1, log)
+        url = server.url
     try:
-        out = asyncio.run(soak(url, proc.pid if proc else None, args.minutes, args.concurrency, args.window))
+        out = asyncio.run(soak(url, server.proc.pid if server else None, args.minutes, args.concurrency, args.window))
     finally:
-        if proc:
-            proc.terminate()
-            proc.wait(30)
+        if server:
+            server.stop()
     print(json.dumps({k: v for k, v in out.items() if k != "samples"}, indent=2))
     sys.exit(1 if out["errors"] else 0)
 
