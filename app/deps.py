@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
+import anyio
 from fastapi import Depends, File, Request, Security, UploadFile
 from fastapi.security import APIKeyHeader
 
@@ -41,11 +42,21 @@ def get_registry(request: Request) -> Registry:
 
 @dataclass(frozen=True)
 class InferenceContext:
-    """What an inference route needs, handed over while the request holds an inference slot."""
+    """What an inference route needs: the registry, settings, metrics, and the admission limiter that
+    :meth:`run` holds a slot of while the job runs."""
 
     registry: Registry
     settings: Settings
     metrics: Metrics
+    limiter: InferenceLimiter
+
+    async def run(self, model: str, job: Callable[[], T], timings: Callable[[T], Timings]) -> T:
+        """Wait for an inference slot (bounded queue, 503 beyond or after the queue timeout), then run the
+        blocking job (upload read, decode, onnxruntime, post-processing) in the thread pool - one hop off
+        the event loop - and record it (see :meth:`observe`).  The slot is held for the job only: it is
+        free again before the response is serialized and sent."""
+        async with self.limiter.slot():
+            return await anyio.to_thread.run_sync(self.observe, model, job, timings)
 
     def observe(self, model: str, job: Callable[[], T], timings: Callable[[T], Timings]) -> T:
         """Run an inference job, recording its stage timings or its failure reason."""
@@ -62,12 +73,11 @@ class InferenceContext:
         return result
 
 
-async def inference_context(request: Request) -> AsyncIterator[InferenceContext]:
-    """Check readiness, then wait for an inference slot (bounded queue, 503 beyond) and hold it."""
-    context = InferenceContext(get_registry(request), get_settings(request), get_metrics(request))
-    limiter: InferenceLimiter = request.app.state.limiter
-    async with limiter.slot():
-        yield context
+async def inference_context(request: Request) -> InferenceContext:
+    """Check readiness (503 while the models load).  ``async``: FastAPI runs a plain-``def`` dependency
+    in the thread pool, a hop per request."""
+    state = request.app.state
+    return InferenceContext(get_registry(request), state.settings, state.metrics, state.limiter)
 
 
 def require_api_key(request: Request, key: Annotated[str | None, Security(_api_key_header)]) -> None:

@@ -91,6 +91,23 @@ def rss_mb(pid: int) -> float:
     return total / 1024
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a process and its live descendants (0 when it is gone)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    pids = [pid]
+    while pids:
+        p = pids.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+            children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+        except (OSError, IndexError, ValueError):
+            continue
+        pids.extend(int(c) for c in children)
+    return total / tick
+
+
 def machine_notes() -> dict[str, Any]:
     """CPU count, load, and the processes other than this run's that used the CPU at the time."""
     others: list[str] = []
@@ -279,9 +296,11 @@ class Tally:
     transport_errors: int = 0
     duration_s: float = 0.0
     client_cpu_s: float = 0.0
+    server_cpu_s: float = 0.0
 
-    def add(self, r: LoadResult, client_cpu_s: float = 0.0) -> None:
+    def add(self, r: LoadResult, client_cpu_s: float = 0.0, server_cpu_s: float = 0.0) -> None:
         self.client_cpu_s += client_cpu_s
+        self.server_cpu_s += server_cpu_s
         self.latencies_ms += r.latencies_ms
         self.statuses.update(r.statuses)
         self.transport_errors += r.transport_errors
@@ -300,6 +319,7 @@ class Tally:
             "errors": sum(v for k, v in self.statuses.items() if k != 200) + self.transport_errors,
             "duration_s": round(self.duration_s, 2),
             "client_cpu_ms_per_request": round(1000 * self.client_cpu_s / ok, 3) if ok else None,
+            "server_cpu_ms_per_request": round(1000 * self.server_cpu_s / ok, 3) if ok and self.server_cpu_s else None,
         }
 
 
@@ -317,8 +337,11 @@ def fmt(v: Any, digits: int = 1) -> str:
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     """One line per (endpoint, image, concurrency, contender)."""
-    head = "| endpoint | image | conc. | server | req/s | p50 ms | p95 ms | p99 ms | errors | http / inproc | http / bento |"
-    lines = [head, "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    head = (
+        "| endpoint | image | conc. | server | req/s | p50 ms | p95 ms | p99 ms | errors | server CPU ms/req "
+        "| http / inproc | http / bento |"
+    )
+    lines = [head, "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         for name in ("http", "inproc", "bento"):
             s = r["results"].get(name)
@@ -326,7 +349,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
                 continue
             lines.append(
                 f"| {r['endpoint']} | {r['image']} | {r['concurrency']} | {name} | {fmt(s['throughput_rps'])} | {fmt(s['p50_ms'])} | "
-                f"{fmt(s['p95_ms'])} | {fmt(s['p99_ms'])} | {s['errors']} | "
+                f"{fmt(s['p95_ms'])} | {fmt(s['p99_ms'])} | {s['errors']} | {fmt(s.get('server_cpu_ms_per_request'), 2)} | "
                 f"{fmt(r.get('http_over_inproc'), 2) if name == 'http' else ''} | {fmt(r.get('http_over_bento'), 2) if name == 'http' else ''} |"
             )
     return "\n".join(lines)
@@ -487,10 +510,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for ep, img, c in configs:
                 data = images[(ep, img)].read_bytes()
                 t = tallies[(ep, img, c)]
-                t.setdefault("http", Tally()).add(*http_run(args.client, service.url, ep, data, c, slice_s))
-                t.setdefault("inproc", Tally()).add(inproc.run(ep, images[(ep, img)], c, slice_s))
+                cpu0 = cpu_s(service.proc.pid)
+                res, client_cpu = http_run(args.client, service.url, ep, data, c, slice_s)
+                t.setdefault("http", Tally()).add(res, client_cpu, cpu_s(service.proc.pid) - cpu0)
+                cpu0 = cpu_s(inproc.proc.pid)
+                res = inproc.run(ep, images[(ep, img)], c, slice_s)
+                t.setdefault("inproc", Tally()).add(res, 0.0, cpu_s(inproc.proc.pid) - cpu0)
                 if bento is not None:
-                    t.setdefault("bento", Tally()).add(*http_run(args.client, bento.url, ep, data, c, slice_s))
+                    cpu0 = cpu_s(bento.proc.pid)
+                    res, client_cpu = http_run(args.client, bento.url, ep, data, c, slice_s)
+                    t.setdefault("bento", Tally()).add(res, client_cpu, cpu_s(bento.proc.pid) - cpu0)
                 s = {k: v.summary()["throughput_rps"] for k, v in t.items()}
                 print(
                     f"round {rnd + 1}/{args.rounds} {ep} {img} c={c}: "

@@ -24,7 +24,7 @@ router = APIRouter(tags=["cam"])
     responses=PNG_RESPONSE,
     summary="Where is each top class (or the class you name)? CAM heatmaps and boxes",
 )
-def cam(
+async def cam(
     image: ImageUpload,
     ctx: InferenceDep,
     model: ModelName = None,
@@ -56,6 +56,7 @@ def cam(
         include_grid=include_grid,
         overlay=overlay or format is OutputFormat.png,
     )
-    data = read_upload(image)
-    outcome = ctx.observe(served.name, lambda: run_cam(served, data, params, ctx.settings), lambda o: o.response.timings)
+    outcome = await ctx.run(
+        served.name, lambda: run_cam(served, read_upload(image), params, ctx.settings), lambda o: o.response.timings
+    )
     return png_response(outcome.png) if format is OutputFormat.png else outcome.response

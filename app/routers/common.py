@@ -18,7 +18,8 @@ PNG_RESPONSE: dict[int | str, dict[str, Any]] = {200: {"content": {"image/png": 
 
 
 def read_upload(upload: UploadFile) -> bytes:
-    """The uploaded bytes (the body size limit is enforced upstream, while streaming)."""
+    """The uploaded bytes (the body size limit is enforced upstream, while streaming).  Blocking (a
+    large upload is spooled to disk): call it inside the job that runs in the thread pool."""
     upload.file.seek(0)
     return upload.file.read()
 

@@ -22,7 +22,7 @@ router = APIRouter(tags=["localize"])
     responses=PNG_RESPONSE,
     summary="What is the main object and where is it? A class and a box",
 )
-def localize(
+async def localize(
     image: ImageUpload,
     ctx: InferenceDep,
     model: ModelName = None,
@@ -34,6 +34,7 @@ def localize(
     regresses the object's box; the box comes back in pixels of the full, EXIF-oriented image."""
     served = ctx.registry.get(Task.localize, model)
     params = LocalizeParams(top_k=top_k, overlay=overlay or format is OutputFormat.png)
-    data = read_upload(image)
-    outcome = ctx.observe(served.name, lambda: run_localize(served, data, params, ctx.settings), lambda o: o.response.timings)
+    outcome = await ctx.run(
+        served.name, lambda: run_localize(served, read_upload(image), params, ctx.settings), lambda o: o.response.timings
+    )
     return png_response(outcome.png) if format is OutputFormat.png else outcome.response

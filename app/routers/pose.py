@@ -46,7 +46,7 @@ def parse_box(text: str | None, fmt: BoxFormat) -> Region | None:
     responses=PNG_RESPONSE,
     summary="Where are the person's joints? 14 LSP joints and the skeleton",
 )
-def pose(
+async def pose(
     image: ImageUpload,
     ctx: InferenceDep,
     model: ModelName = None,
@@ -64,6 +64,7 @@ def pose(
     image pixels."""
     served = ctx.registry.get(Task.pose, model)
     params = PoseParams(box=parse_box(box, box_format), overlay=overlay or format is OutputFormat.png)
-    data = read_upload(image)
-    outcome = ctx.observe(served.name, lambda: run_pose(served, data, params, ctx.settings), lambda o: o.response.timings)
+    outcome = await ctx.run(
+        served.name, lambda: run_pose(served, read_upload(image), params, ctx.settings), lambda o: o.response.timings
+    )
     return png_response(outcome.png) if format is OutputFormat.png else outcome.response
