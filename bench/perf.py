@@ -445,6 +445,11 @@ def parse_env(pairs: list[str]) -> dict[str, str]:
     return env
 
 
+def bento_budget(args: argparse.Namespace, max_concurrency: int) -> tuple[int, int]:
+    """BentoML (workers, threads): by default the service's processes and requests in inference at once."""
+    return args.bento_workers or args.workers, args.bento_threads or max_concurrency
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     out_dir = args.out.parent
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -486,7 +491,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             else None
         )
         if args.bento:
-            workers, threads = args.workers, args.bento_threads or settings.max_concurrency
+            workers, threads = bento_budget(args, settings.max_concurrency)
             try:
                 bento = start_bento(args.bento_python, env, workers, threads, out_dir / "perf-bento.log")
                 print(
@@ -549,6 +554,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         row["http_over_inproc"] = ratio(res["http"]["throughput_rps"], res["inproc"]["throughput_rps"])
         if "bento" in res:
             row["http_over_bento"] = ratio(res["http"]["throughput_rps"], res["bento"]["throughput_rps"])
+            # The most any server could reach over BentoML here: the in-process limit's throughput over BentoML's.
+            row["inproc_over_bento"] = ratio(res["inproc"]["throughput_rps"], res["bento"]["throughput_rps"])
         rows.append(row)
     report: dict[str, Any] = {
         "command": "python -m bench.perf " + " ".join(args.argv),
@@ -571,8 +578,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "workers": args.workers,
         "client": args.client,
         "bento": {
-            "workers": args.workers,
-            "threads": args.bento_threads or settings.max_concurrency,
+            "workers": bento_budget(args, settings.max_concurrency)[0],
+            "threads": bento_budget(args, settings.max_concurrency)[1],
             "rss_mb_after_load": bento_rss,
         }
         if args.bento
@@ -620,6 +627,13 @@ def print_report(report: dict[str, Any]) -> None:
         f"ready: {report['service']['ready_s']} s; resident memory after load: {report['service']['rss_mb_after_load']} MB"
     )
     print()
+    ceilings = [r for r in report["rows"] if r.get("inproc_over_bento") is not None]
+    if ceilings:
+        print()
+        print("ceiling on http / BentoML (in-process limit / BentoML throughput, same run):")
+        for r in ceilings:
+            print(f"  {r['endpoint']} {r['image']} c={r['concurrency']}: {fmt(r['inproc_over_bento'], 2)} x")
+        print()
     for t in report["targets"]:
         print(
             f"{'PASS' if t['pass'] else 'FAIL'}  {t['target']}: {fmt(t['value'], 2)} {t['unit']} (target {t['op']} {t['limit']:g})"
@@ -667,6 +681,13 @@ def main(argv: list[str] | None = None) -> None:
         type=int,
         default=None,
         help="BentoML threads per worker (default: LOCSVC_MAX_CONCURRENCY, the same budget)",
+    )
+    ap.add_argument(
+        "--bento-workers",
+        type=int,
+        default=None,
+        help="BentoML worker processes (default: --workers; BentoML's advice for CPU work is one per core, "
+        "e.g. --bento-workers 2 --bento-threads 1)",
     )
     ap.add_argument("--no-bento", dest="bento", action="store_false", help="skip the BentoML peer")
     ap.add_argument(
