@@ -11,7 +11,6 @@ Lite variants: ReLU6 instead of swish, no squeeze-excitation, stem/head not scal
 from __future__ import annotations
 
 import os
-
 from dataclasses import dataclass
 
 import torch

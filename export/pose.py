@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from export import pose_pack
 from export.efficientnet_lite import load_pretrained
 from export.onnx_export import ExportVerificationError, export_onnx
 from export.pose_data import (
@@ -73,6 +75,11 @@ class TrainConfig:
     lsp_repeat: int = 3
     vis_weight: float = 0.1
     seed: int = 0
+    time_budget_min: float = 0.0
+
+
+# Backbone tensors never trained or used by PoseNet (the classifier tail): left out of checkpoints.
+UNUSED_PREFIXES = ("backbone._conv_head.", "backbone._bn1.", "backbone._fc.")
 
 
 class TrainStream(torch.utils.data.Dataset):
@@ -91,9 +98,13 @@ class TrainStream(torch.utils.data.Dataset):
 
 
 def training_samples(data: Path, lsp_repeat: int) -> list[PoseSample]:
-    """LSP images 1-800 (repeated ``lsp_repeat`` times: cleaner, test-like) + LSPET people (>= 10 joints)."""
+    """LSP images 1-800 (repeated ``lsp_repeat`` times: cleaner, test-like) + LSPET people (>= 10 joints).
+
+    ``data`` holds ``lsp_train/`` and ``lspet/`` as shipped, or a pack's ``lspet_crops/`` (``pose-pack``).
+    """
     lsp = lsp_samples(data / "lsp_train", range(LSP_TRAIN_IMAGES))
-    return lsp * lsp_repeat + lspet_samples(data / "lspet")
+    lspet = data / "lspet_crops" if (data / "lspet_crops" / "samples.json").exists() else data / "lspet"
+    return lsp * lsp_repeat + lspet_samples(lspet)
 
 
 def stream_order(n_samples: int, n_items: int, seed: int) -> np.ndarray:
@@ -114,8 +125,11 @@ def build_model(cfg: TrainConfig) -> PoseNet:
     return PoseNet(load_pretrained(), width=cfg.width, frozen_blocks=cfg.frozen_blocks)
 
 
-def make_optimizer(net: PoseNet, cfg: TrainConfig) -> tuple[torch.optim.Optimizer, Any]:
-    """AdamW (backbone at a lower rate), linear warm-up then cosine decay to 0."""
+def make_optimizer(net: PoseNet, cfg: TrainConfig, progress: Any = None) -> tuple[torch.optim.Optimizer, Any]:
+    """AdamW (backbone at a lower rate), linear warm-up then cosine decay to 0.
+
+    ``progress()`` (in [0, 1]) replaces ``step / steps`` in the cosine when given: a wall-clock schedule.
+    """
     backbone = [p for p in net.backbone.parameters() if p.requires_grad]
     ids = {id(p) for p in net.backbone.parameters()}
     head = [p for p in net.parameters() if id(p) not in ids]
@@ -126,7 +140,8 @@ def make_optimizer(net: PoseNet, cfg: TrainConfig) -> tuple[torch.optim.Optimize
     def factor(step: int) -> float:
         if step < cfg.warmup:
             return (step + 1) / cfg.warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)))
+        frac = progress() if progress else (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
 
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
@@ -162,18 +177,34 @@ def summarize(pred_px: np.ndarray, gt: np.ndarray, mask: np.ndarray) -> dict[str
     }
 
 
-def predict_torch(module: nn.Module, x: np.ndarray, batch: int = 50) -> np.ndarray:
-    """Run a module returning ``joints`` first on float32 inputs, in eval mode."""
+def predict_torch(module: nn.Module, x: np.ndarray, batch: int = 50, device: str = "cpu") -> np.ndarray:
+    """Run a module returning ``joints`` first on float32 inputs, in eval mode (float32 on any device)."""
     module.eval()
     outs = []
     with torch.no_grad():
         for i in range(0, len(x), batch):
-            outs.append(module(torch.from_numpy(x[i : i + batch]))[0].numpy())
+            outs.append(module(torch.from_numpy(x[i : i + batch]).to(device))[0].float().cpu().numpy())
     return np.concatenate(outs)
 
 
-def train(cfg: TrainConfig, data: Path, checkpoint: Path, eval_every: int, threads: int) -> dict[str, Any]:
-    """Train, log progress and validation PCP, save ``checkpoint``; returns training statistics."""
+def save_checkpoint(net: PoseNet, cfg: TrainConfig, seconds: float, steps_done: int, path: Path) -> None:
+    """The trained tensors (float32, on CPU) without the unused classifier tail (keeps the file < 16 MB)."""
+    state = {k: v.detach().cpu() for k, v in net.state_dict().items() if not k.startswith(UNUSED_PREFIXES)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"config": cfg.__dict__, "state_dict": state, "seconds": seconds, "steps_done": steps_done}, tmp)
+    tmp.replace(path)
+
+
+def train(
+    cfg: TrainConfig, data: Path, checkpoint: Path, eval_every: int, threads: int, device: str = "cpu", workers: int = 1
+) -> dict[str, Any]:
+    """Train, log progress and validation PCP, save ``checkpoint``; returns training statistics.
+
+    With ``cfg.time_budget_min`` > 0 the cosine schedule runs on wall-clock time and training stops when the
+    budget is spent (``cfg.steps`` is then only an upper bound); the steps actually done are recorded.
+    On CUDA the forward/backward pass runs under bf16 autocast in channels-last layout.
+    """
     torch.set_num_threads(threads)
     np.random.seed(cfg.seed)
     samples = training_samples(data, cfg.lsp_repeat)
@@ -181,39 +212,81 @@ def train(cfg: TrainConfig, data: Path, checkpoint: Path, eval_every: int, threa
     vx, vboxes, vgt, vmask = val_inputs(val, cfg.size)
     order = stream_order(len(samples), cfg.steps * cfg.batch, cfg.seed)
     stream = TrainStream(samples, order, cfg.size, cfg.seed)
-    loader = torch.utils.data.DataLoader(stream, batch_size=cfg.batch, num_workers=1, prefetch_factor=4)
-    net = build_model(cfg)
-    opt, sched = make_optimizer(net, cfg)
-    print(f"training on {len(samples)} samples ({len(order)} draws, {len(order) / len(samples):.2f} epochs)")
+    cuda = device.startswith("cuda")
+    loader = torch.utils.data.DataLoader(
+        stream, batch_size=cfg.batch, num_workers=workers, prefetch_factor=4, pin_memory=cuda, drop_last=True
+    )
+    net = build_model(cfg).to(device)
+    if cuda:
+        net = net.to(memory_format=torch.channels_last)
+    budget = cfg.time_budget_min * 60.0
     t0 = time.time()
+
+    def progress() -> float:
+        return (time.time() - t0) / budget
+
+    opt, sched = make_optimizer(net, cfg, progress if budget > 0 else None)
+    print(
+        f"training on {len(samples)} samples ({len(order)} draws max, {len(order) / len(samples):.2f} epochs), "
+        f"device {device}, {workers} loader workers, budget {cfg.time_budget_min} min",
+        flush=True,
+    )
     history: list[dict[str, Any]] = []
+    done = 0
+    last_save = time.time()
     net.train()
-    for step, (img, uv, mask, vis) in enumerate(loader):
-        joints, vis_logit = net(img)
-        loss_xy = masked_l1(joints.reshape(-1, 14, 2), uv, mask)
-        loss_vis = nn.functional.binary_cross_entropy_with_logits(vis_logit, vis)
+    for step, batch in enumerate(loader):
+        img, uv, mask, vis = (t.to(device, non_blocking=True) for t in batch)
+        if cuda:
+            img = img.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+            joints, vis_logit = net(img)
+        loss_xy = masked_l1(joints.float().reshape(-1, 14, 2), uv, mask)
+        loss_vis = nn.functional.binary_cross_entropy_with_logits(vis_logit.float(), vis)
         loss = loss_xy + cfg.vis_weight * loss_vis
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
         done = step + 1
-        if done % 20 == 0 or done == cfg.steps:
+        out_of_time = budget > 0 and progress() >= 1.0
+        if done % 50 == 0 or done == cfg.steps or out_of_time:
             el = time.time() - t0
+            left = budget - el if budget > 0 else el / done * (cfg.steps - done)
             print(
                 f"step {done}/{cfg.steps} l1 {loss_xy.item():.4f} vis {loss_vis.item():.3f} "
-                f"{done * cfg.batch / el:.1f} img/s elapsed {el / 60:.1f} min eta {el / done * (cfg.steps - done) / 60:.1f} min",
+                f"lr {sched.get_last_lr()[1]:.2e} {done * cfg.batch / el:.1f} img/s "
+                f"elapsed {el / 60:.1f} min left {left / 60:.1f} min",
                 flush=True,
             )
-        if done % eval_every == 0 or done == cfg.steps:
-            res = summarize(to_pixels(predict_torch(net, vx), vboxes), vgt, vmask)
-            history.append({"step": done, "pcp": res["pcp"], "pck@0.2": res["pck@0.2"]})
+        if done % eval_every == 0 or done == cfg.steps or out_of_time:
+            res = summarize(to_pixels(predict_torch(net, vx, device=device), vboxes), vgt, vmask)
+            history.append(
+                {
+                    "step": done,
+                    "minutes": round((time.time() - t0) / 60, 2),
+                    "pcp": res["pcp"],
+                    "pck@0.2": res["pck@0.2"],
+                }
+            )
             print(f"  val step {done}: PCP {res['pcp']} PCK@0.2 {res['pck@0.2']}", flush=True)
             net.train()
+        if time.time() - last_save > 120:  # a checkpoint survives a run cut short by a time limit
+            save_checkpoint(net, cfg, time.time() - t0, done, checkpoint)
+            last_save = time.time()
+        if out_of_time:
+            break
     seconds = time.time() - t0
-    checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"config": cfg.__dict__, "state_dict": net.state_dict(), "seconds": seconds}, checkpoint)
-    return {"seconds": round(seconds, 1), "samples": len(samples), "history": history}
+    save_checkpoint(net, cfg, seconds, done, checkpoint)
+    epochs = done * cfg.batch / len(samples)
+    return {
+        "seconds": round(seconds, 1),
+        "samples": len(samples),
+        "steps_done": done,
+        "epochs": round(epochs, 2),
+        "device": device,
+        "history": history,
+    }
 
 
 class PoseExport(nn.Module):
@@ -338,7 +411,10 @@ def load_checkpoint(path: Path) -> tuple[PoseNet, TrainConfig, float]:
     ck = torch.load(path, map_location="cpu", weights_only=False)
     cfg = TrainConfig(**ck["config"])
     net = PoseNet(load_pretrained(), width=cfg.width, frozen_blocks=cfg.frozen_blocks)
-    net.load_state_dict(ck["state_dict"])
+    missing, unexpected = net.load_state_dict(ck["state_dict"], strict=False)
+    stray = [k for k in missing if not k.startswith(UNUSED_PREFIXES)]
+    if stray or unexpected:
+        raise ValueError(f"{path}: checkpoint does not fit PoseNet (missing {stray}, unexpected {unexpected})")
     return net.eval(), cfg, float(ck["seconds"])
 
 
@@ -365,7 +441,8 @@ def export_and_evaluate(args: argparse.Namespace, train_stats: dict[str, Any]) -
     }
     metrics["latency_onnxruntime_cpu_2_threads_batch1"] = latency_ms(args.out, cfg.size)
     metrics["commands"] = {
-        "reproduce": "python -m export pose",
+        "reproduce": train_stats.get("command", "python -m export pose"),
+        "pack": "python -m export pose-pack --out .devdata/pose  (the --data folder of a GPU run)",
         "evaluate": f"python -m export pose-eval --model {args.out}",
     }
     prov = provenance(
@@ -396,7 +473,21 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--seed", type=int, default=TrainConfig.seed)
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core box)")
     p.add_argument("--eval-every", type=int, default=300)
+    p.add_argument("--device", default="cpu", help="torch device for training, e.g. cuda (bf16 autocast there)")
+    p.add_argument("--workers", type=int, default=1, help="data-loader worker processes (augmentation)")
+    p.add_argument(
+        "--time-budget-min",
+        type=float,
+        default=TrainConfig.time_budget_min,
+        help="> 0: cosine schedule on wall-clock time, stop when spent (--steps = upper bound)",
+    )
+    p.add_argument("--frozen-blocks", type=int, default=TrainConfig.frozen_blocks, help="backbone blocks kept frozen")
+    p.add_argument("--lr", type=float, default=TrainConfig.lr, help="head learning rate (AdamW)")
+    p.add_argument("--backbone-lr", type=float, default=TrainConfig.backbone_lr)
+    p.add_argument("--warmup", type=int, default=TrainConfig.warmup, help="linear warm-up steps")
+    p.add_argument("--no-export", action="store_true", help="train and save --checkpoint only")
     p.set_defaults(func=run)
+    pose_pack.add_parser(sub)
     e = sub.add_parser(
         "pose-eval",
         help="evaluate a pose ONNX on the held-out LSP images (PCP, PCK@0.2, latency)",
@@ -423,9 +514,22 @@ def run(args: argparse.Namespace) -> None:
         raise SystemExit("--size must be a multiple of 32")
     stats: dict[str, Any] = {}
     if not args.skip_train:
-        cfg = TrainConfig(size=args.size, steps=args.steps, batch=args.batch, seed=args.seed)
-        stats = train(cfg, args.data, args.checkpoint, args.eval_every, args.threads)
+        cfg = TrainConfig(
+            size=args.size,
+            steps=args.steps,
+            batch=args.batch,
+            seed=args.seed,
+            time_budget_min=args.time_budget_min,
+            frozen_blocks=args.frozen_blocks,
+            lr=args.lr,
+            backbone_lr=args.backbone_lr,
+            warmup=args.warmup,
+        )
+        stats = train(cfg, args.data, args.checkpoint, args.eval_every, args.threads, args.device, args.workers)
+        stats["command"] = "python -m export " + " ".join(sys.argv[1:])
         (args.checkpoint.with_suffix(".history.json")).write_text(json.dumps(stats, indent=2))
+        if args.no_export:
+            return
     elif args.checkpoint.with_suffix(".history.json").exists():
         stats = json.loads(args.checkpoint.with_suffix(".history.json").read_text())
     export_and_evaluate(args, stats)

@@ -8,6 +8,7 @@ are 1-based pixel centres, hence ``x = x_mat - 0.5``.  A joint normalized to a b
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,7 +126,24 @@ def lsp_samples(root: Path, indices: range | list[int]) -> list[PoseSample]:
 
 
 def lspet_samples(root: Path, min_annotated: int = 10) -> list[PoseSample]:
-    """LSPET people with at least ``min_annotated`` annotated joints, boxed around their joints."""
+    """LSPET people with at least ``min_annotated`` annotated joints, boxed around their joints.
+
+    ``root`` is LSPET as shipped, or the ``lspet_crops`` folder of a pack (``export.pose_pack``), whose
+    ``samples.json`` already holds the people, their joints and boxes in crop coordinates.
+    """
+    if (root / "samples.json").exists():
+        records = json.loads((root / "samples.json").read_text())["samples"]
+        return [
+            PoseSample(
+                str(root / r["file"]),
+                np.asarray(r["joints"], dtype=np.float64),
+                np.asarray(r["annotated"], dtype=bool),
+                np.asarray(r["visible"], dtype=bool),
+                (float(r["box"][0]), float(r["box"][1]), float(r["box"][2]), float(r["box"][3])),
+            )
+            for r in records
+            if sum(r["annotated"]) >= min_annotated
+        ]
     xy, ann, vis = read_lspet_joints(root / "joints.mat")
     out = []
     for i in range(xy.shape[0]):

