@@ -4,15 +4,26 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 
 # Each sub-command lives in its own module exposing ``add_parser(subparsers)``.
-COMMANDS = ("export.cam", "export.localize", "export.pose")
+COMMANDS = ("export.cam", "export.localize", "export.localize_finetune", "export.pose")
+
+# Sub-commands that must run where only torch, numpy and Pillow are installed (a bare GPU machine): only their
+# own module is imported (the others import onnx, scipy, ... at module level or through their imports).
+STANDALONE = {"localize-pack": "export.localize_finetune", "localize-finetune": "export.localize_finetune"}
+
+
+def modules_for(argv: list[str]) -> tuple[str, ...]:
+    """The modules to import for ``argv``: all of them, or only a standalone command's own."""
+    return (STANDALONE[argv[0]],) if argv and argv[0] in STANDALONE else COMMANDS
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="python -m export", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in COMMANDS:
+    for name in modules_for(argv):
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:

@@ -40,7 +40,7 @@ from export.localize_data import (
     read_box_csv,
     read_tiny_imagenet,
 )
-from export.localize_model import LocalizeNet, build_lite0, build_tiny
+from export.localize_model import BoxHead, LocalizeNet, build_lite0, build_tiny
 from export.localize_train import (
     Split,
     TrainConfig,
@@ -303,6 +303,9 @@ def _fmt(m: dict[str, float]) -> str:
 
 def run(args: argparse.Namespace) -> None:
     """The whole pipeline; see the module docstring."""
+    if args.from_finetune is not None:
+        run_from_finetune(args)
+        return
     t_start = time.time()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -376,6 +379,120 @@ def run(args: argparse.Namespace) -> None:
     print(f"wrote {args.out} and {side} in {time.time() - t_start:.0f}s", flush=True)
 
 
+def torch_predict(
+    model: LocalizeNet, samples: list[Sample], size: tuple[int, int], pre: tuple[int, int] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(logits, boxes) of the PyTorch model on raw image files, preprocessed like the service (float32, eval)."""
+    logits, boxes = [], []
+    with torch.inference_mode():
+        for start in range(0, len(samples), 32):
+            x = torch.from_numpy(np.stack([load_image(s.path, size, pre) for s in samples[start : start + 32]]))
+            lg, corners = model.eval().heads(model.trunk(x))
+            logits.append(lg.numpy())
+            boxes.append(BoxHead.to_rchw(corners).numpy())
+    return np.concatenate(logits), np.concatenate(boxes)
+
+
+def run_from_finetune(args: argparse.Namespace) -> None:
+    """``--from-finetune DIR``: export a ``localize-finetune`` result and measure it on the raw validation files.
+
+    No training here: the state dict, alpha sweep and training record come from ``DIR``.  Validation metrics are
+    measured end to end (raw file -> service preprocessing -> onnxruntime on the exported file), on all val
+    images or the first ``--val-limit``; PyTorch on the first ``--onnx-check`` of them must agree.
+    """
+    from export.localize_finetune import load_finetuned
+
+    t_start = time.time()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    ft, model = load_finetuned(args.from_finetune)
+    cfg = ft["config"]
+    args.size, args.pre_resize, args.backbone = cfg["size"], cfg["pre_resize"] or [0, 0], cfg["backbone"]
+    ds = load_dataset(args)
+    if [lab.id for lab in ds.labels] != ft["classes"]["wnids"]:
+        raise SystemExit(f"{args.from_finetune}: its classes differ from the dataset's ({ds.source})")
+    if args.val_limit:
+        ds.val = ds.val[: args.val_limit]
+    size, pre = (args.size, args.size), pre_resize_of(args)
+    print(
+        f"fine-tuned model from {args.from_finetune} ({ft['device']}, alpha {ft['chosen_alpha']}); "
+        f"val: {len(ds.val)} images",
+        flush=True,
+    )
+
+    t0 = time.time()
+    wrapper, report = export_model(model, args.out, size, sample_batch(ds, size, pre))
+    logits, boxes = onnx_predict(args.out, ds.val, size, pre)
+    val_labels, val_boxes = labels_of(ds.val), boxes_of(ds.val)
+    val_metrics = localization_metrics(logits.argmax(1), boxes, val_labels, val_boxes)
+    t_val = time.time() - t0
+    print(f"val (onnxruntime, raw files): {_fmt(val_metrics)} ({t_val:.0f}s)", flush=True)
+    n = min(args.onnx_check, len(ds.val))
+    t_logits, t_boxes = torch_predict(model, ds.val[:n], size, pre)
+    agree = {
+        "n_images": n,
+        "metrics_torch": localization_metrics(t_logits.argmax(1), t_boxes, val_labels[:n], val_boxes[:n]),
+        "label_agreement_torch_vs_onnxruntime": float((t_logits.argmax(1) == logits[:n].argmax(1)).mean()),
+        "max_abs_box_diff_torch_vs_onnxruntime": float(np.abs(t_boxes - boxes[:n]).max()) if n else 0.0,
+        "max_abs_logit_diff_torch_vs_onnxruntime": float(np.abs(t_logits - logits[:n]).max()) if n else 0.0,
+    }
+    print(f"torch vs onnxruntime on {n} val images: {agree}", flush=True)
+
+    empty = np.zeros((0,), dtype=np.float16)
+    train = Split(empty, labels_of(ds.train), boxes_of(ds.train))
+    val = Split(empty, val_labels, val_boxes)
+    base: dict[str, Any] = box_baselines(train, val, logits.argmax(1))
+    if args.initial_baseline:
+        t0 = time.time()
+        initial_model, weights0 = build_model(args, ds.labels)
+        key = "pretrained_head_restricted" if weights0 == LITE0_WEIGHTS and imagenet_ids(ds.labels) else "initial_head"
+        base[key] = initial_head_baseline(initial_model, cache_val(args, initial_model, ds))
+        print(f"baseline, {key}: {_fmt(base[key])} ({time.time() - t0:.0f}s)", flush=True)
+    gap = gap_probe(args.out, ds.labels, args, ds.val) if args.gap_images > 0 else {}
+
+    on = "an NVIDIA H100" if "H100" in ft["device"] else ft["device"]
+    weights = (
+        f"{LITE0_WEIGHTS if cfg['backbone'] == 'lite0' else 'random tiny CNN'}, fine-tuned end to end on {on} "
+        f"by `{ft['command']}`"
+    )
+    sweep = dict(ft["alpha_sweep"])
+    metrics: dict[str, Any] = {
+        "val": val_metrics,
+        "val_n": len(ds.val),
+        "val_measured_by": "onnxruntime on the exported file, raw val files through the service's preprocessing",
+        "baselines": base,
+        "alpha_sweep": sweep,
+        "onnx_end_to_end": agree,
+        "train_serve_gap": gap,
+        "timing_s": {f"finetune_{k}": v for k, v in ft["timing_s"].items()} | {"export_and_val": round(t_val, 1)},
+        "training": {
+            **cfg,
+            "device": ft["device"],
+            "torch": ft["torch"],
+            "final_epochs": ft["final_training"]["epochs"],
+            "plan": ft["plan"],
+            "resampling_check_vs_pillow": ft.get("resampling_check_vs_pillow"),
+        },
+    }
+    extra = {
+        "seed": cfg["seed"],
+        "finetune": {
+            "command": ft["command"],
+            "device": ft["device"],
+            "torch": ft["torch"],
+            "env": ft.get("env", {}),
+            "pack_sha256": ft["pack"]["sha256"],
+            "seconds": ft["timing_s"]["total"],
+        },
+    }
+    metrics["timing_s"]["total_here"] = round(time.time() - t_start, 1)
+    meta = sidecar_meta(args, ds, weights, metrics=metrics, report=report, wrapper=wrapper)
+    meta["provenance"] = provenance(weights, ds.source, **extra)
+    side = write_sidecar(args.out, meta)
+    print(json.dumps({"val": val_metrics, "baselines": base, "torch_vs_onnxruntime": agree}, indent=2))
+    print(f"wrote {args.out} and {side} in {time.time() - t_start:.0f}s", flush=True)
+
+
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``python -m export localize``."""
     p = sub.add_parser(
@@ -406,6 +523,26 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--cache-dir", type=Path, default=Path("cache") / "localize")
-    p.add_argument("--onnx-check", type=int, default=500, help="val images re-measured through onnxruntime")
+    p.add_argument(
+        "--onnx-check",
+        type=int,
+        default=500,
+        help="val images re-measured through onnxruntime (with --from-finetune: through PyTorch)",
+    )
     p.add_argument("--gap-images", type=int, default=200, help="val images for the pre-resize probe (0: skip)")
+    ft = p.add_argument_group("fine-tuned model (python -m export localize-finetune)")
+    ft.add_argument(
+        "--from-finetune",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="export + evaluate the state dict in DIR instead of training (size, pre-resize from DIR)",
+    )
+    ft.add_argument("--val-limit", type=int, default=0, help="with --from-finetune: first N val images only")
+    ft.add_argument(
+        "--initial-baseline",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="with --from-finetune: baseline (c), the untrained head (cached trunk outputs)",
+    )
     p.set_defaults(func=run)
