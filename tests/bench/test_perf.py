@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -15,7 +16,7 @@ import pytest
 from app.config import Settings
 from app.registry import limit_blas_threads
 from bench.loadgen import LoadResult
-from bench.perf import InprocWorker, Tally, check_targets, main, markdown_table, rss_mb
+from bench.perf import InprocWorker, Tally, bento_budget, check_targets, cpu_s, main, markdown_table, rss_mb
 from bench.perf_client import build_request, read_response
 from bench.perf_inproc import FifoGate, InProcess, run_inprocess
 from tests.conftest import encode, noise_image
@@ -132,6 +133,20 @@ def test_markdown_table_has_a_line_per_contender() -> None:
     assert "0.97" in lines[2] and "2.00" in lines[2]
 
 
+def test_cpu_seconds_of_this_process() -> None:
+    before = cpu_s(os.getpid())
+    sum(i * i for i in range(300_000))
+    assert sys.platform != "linux" or cpu_s(os.getpid()) >= before
+    assert cpu_s(2**22 + 12345) == 0.0  # no such process
+
+
+def test_bento_budget_defaults_to_the_service_budget() -> None:
+    args = argparse.Namespace(workers=1, bento_workers=None, bento_threads=None)
+    assert bento_budget(args, max_concurrency=2) == (1, 2)
+    args = argparse.Namespace(workers=1, bento_workers=2, bento_threads=1)
+    assert bento_budget(args, max_concurrency=2) == (2, 1)
+
+
 def test_rss_of_this_process() -> None:
     assert rss_mb(os.getpid()) > 10
 
@@ -165,6 +180,9 @@ def test_harness_end_to_end_on_tiny_models(
     assert len(report["rows"]) == 2 * 2 * 2
     assert all(r["results"]["http"]["ok"] > 0 and r["results"]["inproc"]["ok"] > 0 for r in report["rows"])
     assert "jpeg_draft_12mp" in report
+    # the server's and the in-process worker's CPU per request are read from /proc (Linux)
+    if sys.platform == "linux":
+        assert all(r["results"]["http"]["server_cpu_ms_per_request"] is not None for r in report["rows"])
     assert {t["target"] for t in report["targets"]} >= {
         "resident memory after load (VmRSS)",
         "ready after start (median of starts)",
