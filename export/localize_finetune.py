@@ -175,6 +175,32 @@ class AugmentConfig:
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
     flip: float = 0.5
     min_box_keep: float = 0.5  # a crop keeping less of the object's box than this is replaced by the whole image
+    # Resolution augmentation: with probability ``degrade`` an image is brought down to a random side in
+    # [degrade_min, H) (antialiased bilinear) and back up before cropping, so the network does not depend on the
+    # exact resampling chain of the 64-px thumbnails (a photo reaches it through the service's pre-resize).
+    degrade: float = 0.0
+    degrade_min: int = 32
+
+
+def degrade_images(images: torch.Tensor, gen: torch.Generator, cfg: AugmentConfig) -> torch.Tensor:
+    """uint8 (n, 3, H, W) -> the same with a random subset blurred by a down-and-up resampling (see ``degrade``).
+
+    One random side per batch (drawn on the CPU generator ``gen``, like the crops); a no-op when ``degrade`` is 0.
+    """
+    if cfg.degrade <= 0:
+        return images
+    n, _, h, w = images.shape
+    pick = torch.rand(n, generator=gen) < cfg.degrade
+    side = int(torch.randint(min(cfg.degrade_min, h - 1), h, (1,), generator=gen))
+    if not bool(pick.any()):
+        return images
+    idx = to_device(pick.nonzero().squeeze(1), images.device)
+    sub = images[idx].float()
+    small = F.interpolate(sub, size=(side, max(1, round(side * w / h))), mode="bilinear", antialias=True)
+    back = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+    out = images.clone()
+    out[idx] = back.round().clamp(0, 255).to(torch.uint8)
+    return out
 
 
 def full_crops(n: int, flip: torch.Tensor | None = None) -> torch.Tensor:
@@ -513,7 +539,7 @@ def train_run(
                 g["lr"] = lr * scale
             sel = perm[s * batch : (s + 1) * batch]
             crops, boxes = sample_crops(data.boxes[sel], gen, cfg.augment)
-            x = render(data.images[to_device(sel, device)], crops, cfg.size)
+            x = render(degrade_images(data.images[to_device(sel, device)], gen, cfg.augment), crops, cfg.size)
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             y, boxes = to_device(data.labels[sel], device), to_device(boxes, device)
@@ -798,6 +824,8 @@ def _config(args: argparse.Namespace, device: torch.device) -> FinetuneConfig:
             (args.crop_ratio[0], args.crop_ratio[1]),
             args.flip,
             args.min_box_keep,
+            args.degrade,
+            args.degrade_min,
         ),
     )
 
@@ -1091,6 +1119,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     f.add_argument("--crop-ratio", type=float, nargs=2, default=[3 / 4, 4 / 3], help="crop aspect (w/h)")
     f.add_argument("--flip", type=float, default=0.5, help="probability of a horizontal flip")
     f.add_argument("--min-box-keep", type=float, default=0.5, help="else the crop becomes the whole image")
+    f.add_argument("--degrade", type=float, default=0.0, help="share of images blurred by a down-up resampling")
+    f.add_argument("--degrade-min", type=int, default=32, help="smallest side of that down-sampling")
     f.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="default: on with CUDA")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")

@@ -17,6 +17,7 @@ from export.localize_finetune import (  # noqa: E402
     AugmentConfig,
     build_model,
     crop_boxes,
+    degrade_images,
     full_crops,
     load_shards,
     pil_reference,
@@ -264,3 +265,18 @@ def test_pack_finetune_and_export_tiny(tmp_path: Path) -> None:
     assert side["provenance"]["finetune"]["device"].startswith("cpu")
     assert "fine-tuned end to end" in side["provenance"]["weights"]
     assert side["verification"]["cam_identity_max_abs"] < 1e-3
+
+
+def test_degrade_blurs_a_share_of_the_images_and_keeps_the_rest() -> None:
+    """Resolution augmentation: picked images lose detail (a checkerboard flattens), the others are untouched."""
+    board = np.indices((64, 64)).sum(axis=0) % 2 * 255
+    x = torch.from_numpy(np.broadcast_to(board, (32, 3, 64, 64)).astype(np.uint8).copy())
+    assert torch.equal(degrade_images(x, torch.Generator().manual_seed(0), AugmentConfig()), x)  # off by default
+    y = degrade_images(x, torch.Generator().manual_seed(0), AugmentConfig(degrade=0.5, degrade_min=32))
+    assert y.dtype == torch.uint8 and y.shape == x.shape
+    changed = (y != x).flatten(1).any(dim=1)
+    assert 0 < int(changed.sum()) < 32
+    contrast = (y.float() - 127.5).abs().flatten(1).mean(dim=1)
+    assert bool((contrast[changed] < 100).all()) and bool((contrast[~changed] == 127.5).all())
+    again = degrade_images(x, torch.Generator().manual_seed(0), AugmentConfig(degrade=0.5, degrade_min=32))
+    assert torch.equal(again, y)  # seeded by the generator
