@@ -149,6 +149,11 @@ class Watchdog:
     def done(self, ticket: int) -> None:
         with self._cond:
             self._active.discard(ticket)
+            if len(self._heap) > 2 * len(self._active) + 64:
+                # Finished runs leave their entries until the earliest deadline passes: drop them now and
+                # then, so that the heap (and the RunOptions it holds) stays about as small as the runs in flight.
+                self._heap = [e for e in self._heap if e[1] in self._active]
+                heapq.heapify(self._heap)
 
     def _loop(self) -> None:
         with self._cond:

@@ -33,3 +33,10 @@ def test_watchdog_uses_one_thread() -> None:
     first = dog._thread
     dog.done(dog.watch(ort.RunOptions(), 30))
     assert first is not None and dog._thread is first and first.daemon
+
+
+def test_watchdog_forgets_finished_runs() -> None:
+    dog = Watchdog()
+    for _ in range(1000):
+        dog.done(dog.watch(ort.RunOptions(), 30))
+    assert len(dog._heap) <= 64 + 1
