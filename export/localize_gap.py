@@ -1,0 +1,78 @@
+"""``python -m export.localize_gap MODEL.onnx [--n 1000]``: how a /localize model reacts to the resampling chain.
+
+Users send photos of hundreds of pixels; the service brings them to the training resolution with the sidecar's
+``pre_resize`` (64x64, Pillow bilinear, antialiased) before the 160x160 stretch.  Tiny ImageNet has no such
+photos, so this probe uses its val images and varies only the chain in front of the network: the native 64-px
+file (the training input), and the file upscaled 4x (bicubic) and then brought to the network through several
+down-sampling filters, or through none (straight to 160).  A model that only works on the exact native pixels
+loses accuracy on every other chain; the row ``up4_bicubic->pre64_bilinear`` is what the service does to a
+photo.  Prints one line of metrics per chain, on the first ``--n`` val images, through onnxruntime.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from export.localize_data import boxes_of, labels_of, read_tiny_imagenet
+from export.localize_train import localization_metrics
+
+R = Image.Resampling
+CHAINS: dict[str, Callable[[Image.Image], Image.Image]] = {
+    "native64": lambda im: im,
+    "up4_bicubic->pre64_bilinear": lambda im: im.resize((256, 256), R.BICUBIC).resize((64, 64), R.BILINEAR),
+    "up4_bicubic->no_pre": lambda im: im.resize((256, 256), R.BICUBIC),
+    "up4_bicubic->pre64_lanczos": lambda im: im.resize((256, 256), R.BICUBIC).resize((64, 64), R.LANCZOS),
+    "up4_bicubic->pre64_bicubic": lambda im: im.resize((256, 256), R.BICUBIC).resize((64, 64), R.BICUBIC),
+    "up4_bicubic->pre64_box": lambda im: im.resize((256, 256), R.BICUBIC).resize((64, 64), R.BOX),
+}
+
+
+def network_input(img: Image.Image, size: int) -> np.ndarray:
+    """The service's stretch to ``size`` (bilinear) and normalization, for an image already at 64 px or not."""
+    a = np.asarray(img.convert("RGB").resize((size, size), R.BILINEAR), dtype=np.float32) / 255.0
+    return ((a - 0.5) / 0.5).transpose(2, 0, 1)[None]
+
+
+def probe(model: Path, data: Path, n: int, size: int = 160) -> dict[str, dict[str, float]]:
+    import onnxruntime as ort
+
+    _, val, _ = read_tiny_imagenet(data)
+    val = val[:n]
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 2
+    sess = ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
+    out: dict[str, dict[str, float]] = {}
+    for name, chain in CHAINS.items():
+        preds, boxes = [], []
+        for s in val:
+            with Image.open(s.path) as im:
+                x = network_input(chain(im.convert("RGB")), size)
+            logits, box = sess.run(["logits", "box"], {"image": x})
+            preds.append(int(logits[0].argmax()))
+            boxes.append(box[0])
+        m = localization_metrics(np.array(preds), np.array(boxes), labels_of(val), boxes_of(val))
+        out[name] = {k: round(float(v), 4) for k, v in m.items()}
+        print(name, out[name], flush=True)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("model", type=Path)
+    p.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/tiny_imagenet_200")
+    p.add_argument("--n", type=int, default=1000, help="first N val images")
+    p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    a = p.parse_args()
+    res = probe(a.model, a.data, a.n)
+    if a.json:
+        a.json.write_text(json.dumps({"model": str(a.model), "n": a.n, "chains": res}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
