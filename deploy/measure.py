@@ -17,6 +17,7 @@ import io
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.loadgen import run_load  # noqa: E402
-from bench.soak import start_server  # noqa: E402
+from bench.perf import start_service  # noqa: E402
 
 
 def proc_status(pid: int, key: str) -> float:
@@ -60,7 +61,9 @@ def huge_png(side: int = 7000) -> bytes:
 
 
 def measure(threads: int, image: bytes, duration: float, concurrency: int) -> dict[str, Any]:
-    proc, url = start_server({"LOCSVC_INTRA_OP_THREADS": str(threads)})
+    log = Path(tempfile.mkdtemp(prefix="locsvc-measure-")) / "server.log"
+    server = start_service({"LOCSVC_INTRA_OP_THREADS": str(threads), "LOCSVC_LOG_LEVEL": "WARNING"}, 1, log)
+    proc, url = server.proc, server.url
     try:
         rss_ready = proc_status(proc.pid, "VmRSS")
         c0 = cpu_seconds(proc.pid)
@@ -88,8 +91,7 @@ def measure(threads: int, image: bytes, duration: float, concurrency: int) -> di
             }
         return out
     finally:
-        proc.terminate()
-        proc.wait(30)
+        server.stop()
 
 
 def main() -> None:

@@ -73,3 +73,17 @@ def test_every_setting_is_documented_in_the_readme() -> None:
     readme = (ROOT / "README.md").read_text()
     missing = [n for n in Settings.model_fields if f"LOCSVC_{n.upper()}" not in readme and not n.startswith("default_")]
     assert not missing, f"README's configuration table lacks {missing}"
+
+
+def test_sizing_script_loads_and_reads_proc() -> None:
+    """deploy/measure.py (docs/scaling.md) imports what it uses from bench/, and reads this process's /proc."""
+    import importlib.util
+    import os
+
+    spec = importlib.util.spec_from_file_location("deploy_measure", ROOT / "deploy" / "measure.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert callable(module.measure) and callable(module.start_service)
+    assert module.proc_status(os.getpid(), "VmRSS") > 0
+    assert module.cpu_seconds(os.getpid()) > 0
