@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from export.localize_data import MEAN, STD, boxes_of, labels_of, read_tiny_imagenet
+from export.localize_data import MEAN, STD, LabelInfo, Sample, boxes_of, labels_of, read_tiny_imagenet
 from export.localize_model import BoxHead, LocalizeNet, build_lite0, build_tiny
 from export.localize_train import box_loss, localization_metrics, stratified_folds
 
@@ -63,6 +63,16 @@ FORMAT = "localize-finetune/1"
 def pack_tiny_imagenet(root: Path, out: Path, pre_resize: tuple[int, int] = (64, 64)) -> dict[str, Any]:
     """Write the training split of a Tiny ImageNet folder as one ``.npz`` (raw JPEG bytes, labels, boxes)."""
     train, _, labels = read_tiny_imagenet(root)
+    return pack_samples(train, labels, out, pre_resize, f"Tiny ImageNet 200 ({root.resolve().name}) train")
+
+
+def pack_samples(
+    train: list[Sample], labels: list[LabelInfo], out: Path, pre_resize: tuple[int, int], source: str
+) -> dict[str, Any]:
+    """Write training samples as one ``.npz``: the files' raw bytes (any format Pillow reads), labels, boxes.
+
+    Every image is decoded at ``pre_resize`` (h, w) on the training machine, so sizes may differ here.
+    """
     blobs = [s.path.read_bytes() for s in train]
     offsets = np.zeros(len(blobs) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum([len(b) for b in blobs])
@@ -78,7 +88,7 @@ def pack_tiny_imagenet(root: Path, out: Path, pre_resize: tuple[int, int] = (64,
             wnids=np.asarray([lab.id for lab in labels]),
             names=np.asarray([lab.name for lab in labels]),
             pre_resize=np.asarray(pre_resize, dtype=np.int64),
-            source=np.asarray(f"Tiny ImageNet 200 ({root.resolve().name}) train, {len(train)} images"),
+            source=np.asarray(f"{source}, {len(train)} images"),
         )
     return {
         "images": len(train),
@@ -1068,7 +1078,18 @@ def _run_finetune(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_pack(args: argparse.Namespace) -> None:
     t0 = time.time()
-    info = pack_tiny_imagenet(args.data, args.out)
+    pre = (int(args.pre_resize[0]), int(args.pre_resize[1]))
+    if min(pre) < 1:
+        raise SystemExit("--pre-resize must be positive: the device holds every image at that size")
+    if args.data_csv is not None:
+        from export.localize import load_dataset  # here only (needs more than the device has); the same split
+
+        ds = load_dataset(args)
+        info = pack_samples(ds.train, ds.labels, args.out, pre, f"{ds.source}, training part")
+    elif args.data is not None:
+        info = pack_tiny_imagenet(args.data, args.out, pre)
+    else:
+        raise SystemExit("give --data DIR (Tiny ImageNet layout) or --data-csv FILE")
     _log(f"wrote {args.out}: {info} in {time.time() - t0:.1f}s")
     if args.check > 0:
         pack = load_pack(args.out)
@@ -1081,8 +1102,14 @@ def run_pack(args: argparse.Namespace) -> None:
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``localize-pack`` and ``localize-finetune``."""
-    p = sub.add_parser("localize-pack", help="pack the Tiny ImageNet training images (JPEG bytes) + labels + boxes")
-    p.add_argument("--data", type=Path, required=True, help="Tiny ImageNet 200 folder (wnids.txt, train/)")
+    p = sub.add_parser("localize-pack", help="pack the training images (file bytes) + labels + boxes for the GPU")
+    p.add_argument("--data", type=Path, default=None, help="Tiny ImageNet 200 folder (wnids.txt, train/)")
+    p.add_argument("--data-csv", type=Path, default=None, help="or CSV/JSONL: path,label,x1,y1,x2,y2 (pixels)")
+    p.add_argument("--val-csv", type=Path, default=None, help="validation CSV/JSONL (default: hold out a fold)")
+    p.add_argument("--val-fraction", type=float, default=0.2, help="held-out share when no --val-csv")
+    p.add_argument("--inclusive", action="store_true", help="CSV x2,y2 are inclusive pixel indices")
+    p.add_argument("--pre-resize", type=int, nargs=2, default=[64, 64], metavar=("H", "W"), help="training size")
+    p.add_argument("--seed", type=int, default=0, help="seed of the validation hold-out (as in `localize`)")
     p.add_argument("--out", type=Path, default=Path(".devdata") / "tiny_train.npz")
     p.add_argument("--check", type=int, default=256, help="images for the resize check vs Pillow (0: skip)")
     p.add_argument("--size", type=int, default=160, help="model input side for the resize check")

@@ -280,3 +280,45 @@ def test_degrade_blurs_a_share_of_the_images_and_keeps_the_rest() -> None:
     assert bool((contrast[changed] < 100).all()) and bool((contrast[~changed] == 127.5).all())
     again = degrade_images(x, torch.Generator().manual_seed(0), AugmentConfig(degrade=0.5, degrade_min=32))
     assert torch.equal(again, y)  # seeded by the generator
+
+
+def test_user_csv_dataset_packs_finetunes_and_exports(tmp_path: Path) -> None:
+    """A user's CSV (PNG files of several sizes, non-ImageNet labels): pack (training part only), fine-tune, export."""
+    pytest.importorskip("onnxruntime")
+    from PIL import Image
+
+    from export.__main__ import main
+    from export.localize_finetune import load_pack
+
+    rng = np.random.default_rng(0)
+    rows = ["path,label,x1,y1,x2,y2"]
+    (tmp_path / "img").mkdir()
+    for i in range(30):
+        w, h = int(rng.integers(60, 140)), int(rng.integers(50, 120))
+        arr = rng.integers(0, 60, (h, w, 3), dtype=np.uint8)
+        x1, y1 = int(rng.integers(0, w // 2)), int(rng.integers(0, h // 2))
+        x2, y2 = x1 + w // 3, y1 + h // 3
+        arr[y1:y2, x1:x2] = 220
+        Image.fromarray(arr).save(tmp_path / "img" / f"{i}.png")
+        rows.append(f"img/{i}.png,{'square' if i % 2 else 'blob'},{x1},{y1},{x2},{y2}")
+    csv = tmp_path / "boxes.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    pack_path = tmp_path / "pack.npz"
+    main(["localize-pack", "--data-csv", str(csv), "--out", str(pack_path), "--pre-resize", "32", "32"])
+    pack = load_pack(pack_path)
+    assert pack.wnids == ["blob", "square"] and pack.pre_resize == (32, 32)
+    assert len(pack) == 24  # 1/5 held out for validation, stratified, same split as `localize --data-csv`
+    assert pack.blob(0)[:8] == b"\x89PNG\r\n\x1a\n"
+
+    out = tmp_path / "ft"
+    argv = ["localize-finetune", "--pack", str(pack_path), "--device", "cpu", "--backbone", "tiny", "--size", "64"]
+    argv += ["--alphas", "0.5", "--folds", "2", "--cv-epochs", "1", "--epochs", "1", "--batch", "8"]
+    argv += ["--eval-batch", "16", "--budget-s", "120", "--bench-steps", "1", "--threads", "1", "--out-dir", str(out)]
+    main(argv)
+    onnx_path = tmp_path / "m" / "user.onnx"
+    argv = ["localize", "--from-finetune", str(out), "--data-csv", str(csv), "--out", str(onnx_path)]
+    argv += ["--onnx-check", "2", "--gap-images", "0", "--cache-dir", str(tmp_path / "cache"), "--threads", "1"]
+    main(argv)
+    side = json.loads(onnx_path.with_suffix(".json").read_text())
+    assert [lab["id"] for lab in side["labels"]] == ["blob", "square"]
+    assert side["input"]["pre_resize"] == [32, 32] and side["metrics"]["val_n"] == 6
