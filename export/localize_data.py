@@ -17,6 +17,7 @@ import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -167,6 +168,16 @@ def read_box_csv(path: Path, inclusive: bool = False) -> tuple[list[Sample], lis
         box = xyxy_to_rchw(*xyxy, width=width, height=height, inclusive=inclusive)
         samples.append(Sample(img_path, index[r["label"]], box))
     return samples, [LabelInfo(n, n) for n in names]
+
+
+def add_dataset_arguments(group: Any) -> None:
+    """``--data`` / ``--data-csv`` (+ ``--val-csv``, ``--val-fraction``, ``--inclusive``): the dataset options
+    shared by ``localize`` and ``localize-pack`` (read by ``export.localize.load_dataset``)."""
+    group.add_argument("--data", type=Path, default=None, help="Tiny ImageNet 200 folder (wnids.txt, train/, val/)")
+    group.add_argument("--data-csv", type=Path, default=None, help="CSV/JSONL: path,label,x1,y1,x2,y2 (pixels)")
+    group.add_argument("--val-csv", type=Path, default=None, help="validation CSV/JSONL (default: hold out a fold)")
+    group.add_argument("--val-fraction", type=float, default=0.2, help="held-out share when no --val-csv")
+    group.add_argument("--inclusive", action="store_true", help="CSV x2,y2 are inclusive pixel indices")
 
 
 def boxes_of(samples: list[Sample]) -> np.ndarray:

@@ -46,7 +46,16 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from export.localize_data import MEAN, STD, LabelInfo, Sample, boxes_of, labels_of, read_tiny_imagenet
+from export.localize_data import (
+    MEAN,
+    STD,
+    LabelInfo,
+    Sample,
+    add_dataset_arguments,
+    boxes_of,
+    labels_of,
+    read_tiny_imagenet,
+)
 from export.localize_model import BoxHead, LocalizeNet, build_lite0, build_tiny
 from export.localize_train import box_loss, localization_metrics, stratified_folds
 
@@ -1103,11 +1112,7 @@ def run_pack(args: argparse.Namespace) -> None:
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``localize-pack`` and ``localize-finetune``."""
     p = sub.add_parser("localize-pack", help="pack the training images (file bytes) + labels + boxes for the GPU")
-    p.add_argument("--data", type=Path, default=None, help="Tiny ImageNet 200 folder (wnids.txt, train/)")
-    p.add_argument("--data-csv", type=Path, default=None, help="or CSV/JSONL: path,label,x1,y1,x2,y2 (pixels)")
-    p.add_argument("--val-csv", type=Path, default=None, help="validation CSV/JSONL (default: hold out a fold)")
-    p.add_argument("--val-fraction", type=float, default=0.2, help="held-out share when no --val-csv")
-    p.add_argument("--inclusive", action="store_true", help="CSV x2,y2 are inclusive pixel indices")
+    add_dataset_arguments(p)  # the same options as `localize`, so that both hold out the same validation part
     p.add_argument("--pre-resize", type=int, nargs=2, default=[64, 64], metavar=("H", "W"), help="training size")
     p.add_argument("--seed", type=int, default=0, help="seed of the validation hold-out (as in `localize`)")
     p.add_argument("--out", type=Path, default=Path(".devdata") / "tiny_train.npz")

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from export.localize_data import boxes_of, labels_of, read_tiny_imagenet
+from export.localize_data import boxes_of, labels_of, preprocess, read_tiny_imagenet
 from export.localize_train import localization_metrics
 
 R = Image.Resampling
@@ -33,17 +33,12 @@ CHAINS: dict[str, Callable[[Image.Image], Image.Image]] = {
 }
 
 
-def network_input(img: Image.Image, size: int) -> np.ndarray:
-    """The service's stretch to ``size`` (bilinear) and normalization, for an image already at 64 px or not."""
-    a = np.asarray(img.convert("RGB").resize((size, size), R.BILINEAR), dtype=np.float32) / 255.0
-    return ((a - 0.5) / 0.5).transpose(2, 0, 1)[None]
-
-
 def probe(model: Path, data: Path, n: int, size: int = 160) -> dict[str, dict[str, float]]:
     import onnxruntime as ort
 
     _, val, _ = read_tiny_imagenet(data)
     val = val[:n]
+    labels, gt_boxes = labels_of(val), boxes_of(val)
     so = ort.SessionOptions()
     so.intra_op_num_threads = 2
     sess = ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
@@ -52,11 +47,12 @@ def probe(model: Path, data: Path, n: int, size: int = 160) -> dict[str, dict[st
         preds, boxes = [], []
         for s in val:
             with Image.open(s.path) as im:
-                x = network_input(chain(im.convert("RGB")), size)
+                # the chain replaces the pre-resize; then the service's stretch + normalization
+                x = preprocess(chain(im.convert("RGB")), (size, size), None)[None]
             logits, box = sess.run(["logits", "box"], {"image": x})
             preds.append(int(logits[0].argmax()))
             boxes.append(box[0])
-        m = localization_metrics(np.array(preds), np.array(boxes), labels_of(val), boxes_of(val))
+        m = localization_metrics(np.array(preds), np.array(boxes), labels, gt_boxes)
         out[name] = {k: round(float(v), 4) for k, v in m.items()}
         print(name, out[name], flush=True)
     return out

@@ -42,7 +42,7 @@ from export.pose_data import (
 )
 from export.pose_metrics import pck, pcp
 from export.pose_model import PoseNet
-from export.sidecar import provenance, write_sidecar
+from export.sidecar import provenance, stretch_input, write_sidecar
 
 DEFAULT_NAME = "efficientnet_lite0_lsp_pose"
 DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -382,16 +382,7 @@ def sidecar_meta(name: str, size: int, prov: dict, metrics: dict, report: dict) 
     return {
         "name": name,
         "task": "pose",
-        "input": {
-            "name": "image",
-            "layout": "NCHW",
-            "height": size,
-            "width": size,
-            "channels": "RGB",
-            "fit": "stretch",
-            "pre_resize": None,
-            "resample": "bilinear",
-        },
+        "input": stretch_input(size),
         "normalization": {"scale": 1.0 / 255.0, "mean": [MEAN] * 3, "std": [STD] * 3},
         "outputs": {n: n for n in PoseExport.output_names},
         "labels": [],

@@ -74,6 +74,20 @@ def provenance(weights: str, data: str, **extra: Any) -> dict[str, Any]:
     }
 
 
+def stretch_input(size: int, pre_resize: tuple[int, int] | list[int] | None = None) -> dict[str, Any]:
+    """The sidecar's ``input`` block of a square NCHW RGB model fed by a bilinear stretch (+ optional pre-resize)."""
+    return {
+        "name": "image",
+        "layout": "NCHW",
+        "height": size,
+        "width": size,
+        "channels": "RGB",
+        "fit": "stretch",
+        "pre_resize": list(pre_resize) if pre_resize else None,
+        "resample": "bilinear",
+    }
+
+
 def write_sidecar(onnx_path: Path, meta: dict[str, Any]) -> Path:
     """Write ``<model>.json`` beside ``onnx_path`` with the file name and sha256 filled in."""
     required = {"name", "task", "input", "normalization", "outputs", "labels", "provenance"}
