@@ -59,5 +59,8 @@ class Settings(BaseSettings):
 
     api_key: str | None = Field(None, description="When set, every endpoint but health checks, docs and / needs header X-API-Key.")
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS (empty: CORS off).")
-    log_level: str = Field("INFO", description="Log level of the JSON logs.")
-    log_json: bool = Field(True, description="Emit one JSON object per log line.")
+    log_level: str = Field("INFO", description="Log level of the app's loggers (app.*; uvicorn's follow its --log-level).")
+    log_json: bool = Field(
+        True, description="Emit one JSON object per log line, uvicorn's start-up and shutdown lines included. "
+        "Either way the access log is the app's line (request id, route, status, duration); uvicorn's is muted."
+    )

@@ -38,7 +38,6 @@ Errors are RFC 9457 problem details (`application/problem+json`) naming the offe
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    configure_logging(settings.log_level, settings.log_json)
     # Our own limit (settings.max_image_pixels) is checked from the header before any decoding.
     Image.MAX_IMAGE_PIXELS = None
     app.state.limiter = InferenceLimiter(
@@ -58,6 +57,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    # Here rather than in the lifespan: uvicorn imports the app before it logs its start-up lines.
+    configure_logging(settings.log_level, settings.log_json)
     app = FastAPI(
         title="Localization inference service",
         version=__version__,

@@ -41,7 +41,8 @@ class Metrics:
 class JsonFormatter(logging.Formatter):
     """One JSON object per line, with the request id of the request being served."""
 
-    _SKIP = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+    # uvicorn adds ``color_message`` (the same text with ANSI colours) to some of its records.
+    _SKIP = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "color_message"}
 
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {
@@ -58,12 +59,25 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str, as_json: bool) -> None:
+    """The app's loggers (``app.*``) write to stderr, one JSON object per line when ``as_json``.
+
+    With ``as_json`` uvicorn's own loggers (start-up, shutdown, protocol warnings: ``uvicorn``,
+    ``uvicorn.error``) write through the same handler, so that every line of the process is JSON.
+    uvicorn's access line is muted in both modes: ``app.access`` writes one per request, with the
+    request id, the matched route and the duration (see :class:`ObservabilityMiddleware`)."""
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if as_json else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     root = logging.getLogger("app")
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+    if as_json:
+        server = logging.getLogger("uvicorn")
+        server.handlers[:] = [handler]
+        server.propagate = False
+    access = logging.getLogger("uvicorn.access")
+    access.setLevel(logging.WARNING)
+    access.propagate = False
 
 
 def route_label(scope: Scope) -> str:
