@@ -12,7 +12,7 @@ from fastapi import Depends, File, Request, Security, UploadFile
 from fastapi.security import APIKeyHeader
 
 from app.config import Settings
-from app.errors import NotReady, ServiceError, Unauthorized
+from app.errors import InvalidParameter, NotReady, ServiceError, Unauthorized, UnsupportedMediaType
 from app.limits import InferenceLimiter
 from app.observability import Metrics
 from app.registry import Registry
@@ -90,4 +90,53 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 RegistryDep = Annotated[Registry, Depends(get_registry)]
 InferenceDep = Annotated[InferenceContext, Depends(inference_context)]
-ImageUpload = Annotated[UploadFile, File(description="The picture: JPEG, PNG, GIF, WebP, BMP or TIFF (sniffed from its bytes).")]
+
+
+@dataclass(frozen=True)
+class ImageBody:
+    """The picture's bytes: a multipart file field (spooled by Starlette, read in the job) or the raw
+    request body (already in memory)."""
+
+    upload: UploadFile | None = None
+    raw: bytes | None = None
+
+    def read(self) -> bytes:
+        """The uploaded bytes (the body size limit is enforced upstream, while streaming).  Blocking (a
+        large multipart upload is spooled to disk): call it inside the job that runs in the thread pool."""
+        if self.upload is None:
+            return self.raw or b""
+        self.upload.file.seek(0)
+        return self.upload.file.read()
+
+
+RAW_MEDIA_TYPES = ("application/octet-stream", "image/")
+_FORMS = ("multipart/form-data", "application/x-www-form-urlencoded")
+_HOW = (
+    "send the picture as multipart/form-data in a file field named 'image', or as the raw request body "
+    "with Content-Type image/* or application/octet-stream"
+)
+
+
+async def image_body(
+    request: Request,
+    image: Annotated[
+        UploadFile | None,
+        File(description="The picture: JPEG, PNG, GIF, WebP, BMP or TIFF (sniffed from its bytes, whatever its declared type)."),
+    ] = None,
+) -> ImageBody:
+    """The picture, from the multipart field ``image`` or, with an image or octet-stream Content-Type (or
+    none), from the raw body - as TorchServe's ``curl -T photo.jpg`` sends it.  Starlette's form parsing leaves
+    a non-form body unread, so it is read here (through the body size limit)."""
+    if image is not None:
+        return ImageBody(upload=image)
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media.startswith(RAW_MEDIA_TYPES):
+        return ImageBody(raw=await request.body())
+    if not media and (raw := await request.body()):  # no Content-Type (curl -T): octet-stream, RFC 9110 8.3
+        return ImageBody(raw=raw)
+    if media and media not in _FORMS:
+        raise UnsupportedMediaType(f"Content-Type {media} is not accepted: {_HOW}", field="image")
+    raise InvalidParameter(f"image: Field required ({_HOW})", field="image")
+
+
+ImageUpload = Annotated[ImageBody, Depends(image_body)]

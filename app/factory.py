@@ -28,7 +28,8 @@ DESCRIPTION = """
 What is in an image, and where: **/localize** (a class and its regressed box), **/cam** (Class
 Activation Maps and the boxes they imply, for any class), **/pose** (14 body joints).
 
-Upload the picture as `multipart/form-data` in a field named `image`.  Every box and point is in
+Upload the picture as `multipart/form-data` in a field named `image`, or as the raw request body
+(`Content-Type: image/*` or `application/octet-stream`).  Every box and point is in
 pixels of the full image after its EXIF orientation; boxes come as `(r, c, h, w)` (row, column of
 the upper-left corner, height, width), as corners `x1, y1, x2, y2`, and normalized to [0, 1].
 Errors are RFC 9457 problem details (`application/problem+json`) naming the offending `field`.
@@ -91,7 +92,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             from fastapi.openapi.utils import get_openapi
 
             schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-            schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = Problem.model_json_schema()
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components["Problem"] = Problem.model_json_schema()
+            for item in schema["paths"].values():
+                form = item.get("post", {}).get("requestBody", {}).get("content", {}).get("multipart/form-data", {})
+                ref = form.get("schema", {})
+                if "properties" in ref and "$ref" in ref:  # the route's own form schema (openapi_extra) wins
+                    components.pop(ref.pop("$ref").rsplit("/", 1)[-1], None)
             app.openapi_schema = schema
         return app.openapi_schema
 

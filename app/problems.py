@@ -61,8 +61,6 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     errors = [{"field": _loc_field(e["loc"]), "message": e["msg"], "type": e["type"]} for e in exc.errors()]
     first = errors[0] if errors else {"field": "request", "message": "invalid request"}
     detail = f"{first['field']}: {first['message']}"
-    if first["field"] == "image" and first.get("type") == "missing":
-        detail += " (send the picture as multipart/form-data in a file field named 'image')"
     return problem_response(request.url.path, 422, "Invalid request", "invalid-request", detail, str(first["field"]), errors)
 
 

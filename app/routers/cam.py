@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from app.core.cam import CamNorm, CamRegion
 from app.deps import ImageUpload, InferenceDep
 from app.errors import InvalidParameter
-from app.routers.common import PNG_RESPONSE, Format, ModelName, Overlay, png_response, read_upload
+from app.routers.common import IMAGE_BODY_OPENAPI, PNG_RESPONSE, Format, ModelName, Overlay, png_response
 from app.schemas import CamResponse, OutputFormat
 from app.services.cam import CamParams, run_cam
 from app.sidecar import Task
@@ -22,6 +22,7 @@ router = APIRouter(tags=["cam"])
     "/cam",
     response_model=CamResponse,
     responses=PNG_RESPONSE,
+    openapi_extra=IMAGE_BODY_OPENAPI,
     summary="Where is each top class (or the class you name)? CAM heatmaps and boxes",
 )
 async def cam(
@@ -40,7 +41,7 @@ async def cam(
     overlay: Overlay = False,
     format: Format = OutputFormat.json,
 ) -> CamResponse | Response:
-    """Upload an image in the multipart field `image`.  For each of the `top_k` classes (or the one
+    """Upload an image in the multipart field `image` (or send it as the raw body, `Content-Type: image/*`).  For each of the `top_k` classes (or the one
     given by `class_id` / `label`), the CAM ``M_y = sum_k W[y,k] V[k]`` is resampled bilinearly onto the
     image, normalized to [0, 1] and thresholded; the box encloses the chosen connected region.
     Boxes are in pixels of the full, EXIF-oriented image."""
@@ -57,6 +58,6 @@ async def cam(
         overlay=overlay or format is OutputFormat.png,
     )
     outcome = await ctx.run(
-        served.name, lambda: run_cam(served, read_upload(image), params, ctx.settings), lambda o: o.response.timings
+        served.name, lambda: run_cam(served, image.read(), params, ctx.settings), lambda o: o.response.timings
     )
     return png_response(outcome.png) if format is OutputFormat.png else outcome.response

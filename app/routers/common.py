@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Query, UploadFile
+from fastapi import Query
 from fastapi.responses import Response
 
 from app.schemas import OutputFormat
@@ -17,11 +17,32 @@ Format = Annotated[
 PNG_RESPONSE: dict[int | str, dict[str, Any]] = {200: {"content": {"image/png": {}}, "description": "The result as JSON, or as a PNG picture when format=png."}}
 
 
-def read_upload(upload: UploadFile) -> bytes:
-    """The uploaded bytes (the body size limit is enforced upstream, while streaming).  Blocking (a
-    large upload is spooled to disk): call it inside the job that runs in the thread pool."""
-    upload.file.seek(0)
-    return upload.file.read()
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+_FORM = {
+    "type": "object",
+    "required": ["image"],
+    "properties": {
+        "image": {
+            "type": "string",
+            "contentMediaType": "application/octet-stream",
+            "description": "The picture: JPEG, PNG, GIF, WebP, BMP or TIFF (sniffed from its bytes, whatever its declared type).",
+        }
+    },
+}
+# The request body of the inference routes as app.deps.image_body reads it: the multipart field `image`
+# (required - FastAPI only sees an optional form field), or the raw body.  FastAPI merges this into the
+# operation; app.factory drops the then unused generated form schema.
+IMAGE_BODY_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {"schema": _FORM},
+            "image/jpeg": _BINARY,
+            "image/png": _BINARY,
+            "application/octet-stream": _BINARY,
+        },
+    }
+}
 
 
 def png_response(png: bytes | None) -> Response:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from app.deps import ImageUpload, InferenceDep
-from app.routers.common import PNG_RESPONSE, Format, ModelName, Overlay, png_response, read_upload
+from app.routers.common import IMAGE_BODY_OPENAPI, PNG_RESPONSE, Format, ModelName, Overlay, png_response
 from app.schemas import LocalizeResponse, OutputFormat
 from app.services.localize import LocalizeParams, run_localize
 from app.sidecar import Task
@@ -20,6 +20,7 @@ router = APIRouter(tags=["localize"])
     "/localize",
     response_model=LocalizeResponse,
     responses=PNG_RESPONSE,
+    openapi_extra=IMAGE_BODY_OPENAPI,
     summary="What is the main object and where is it? A class and a box",
 )
 async def localize(
@@ -30,11 +31,11 @@ async def localize(
     overlay: Overlay = False,
     format: Format = OutputFormat.json,
 ) -> LocalizeResponse | Response:
-    """Upload an image in the multipart field `image`.  A multi-task network predicts the class and
+    """Upload an image in the multipart field `image` (or send it as the raw body, `Content-Type: image/*`).  A multi-task network predicts the class and
     regresses the object's box; the box comes back in pixels of the full, EXIF-oriented image."""
     served = ctx.registry.get(Task.localize, model)
     params = LocalizeParams(top_k=top_k, overlay=overlay or format is OutputFormat.png)
     outcome = await ctx.run(
-        served.name, lambda: run_localize(served, read_upload(image), params, ctx.settings), lambda o: o.response.timings
+        served.name, lambda: run_localize(served, image.read(), params, ctx.settings), lambda o: o.response.timings
     )
     return png_response(outcome.png) if format is OutputFormat.png else outcome.response

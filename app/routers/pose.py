@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from app.core.boxes import rchw_to_xyxy
 from app.deps import ImageUpload, InferenceDep
 from app.errors import InvalidParameter
-from app.routers.common import PNG_RESPONSE, Format, ModelName, Overlay, png_response, read_upload
+from app.routers.common import IMAGE_BODY_OPENAPI, PNG_RESPONSE, Format, ModelName, Overlay, png_response
 from app.schemas import OutputFormat, PoseResponse
 from app.services.common import Region
 from app.services.pose import PoseParams, run_pose
@@ -44,6 +44,7 @@ def parse_box(text: str | None, fmt: BoxFormat) -> Region | None:
     "/pose",
     response_model=PoseResponse,
     responses=PNG_RESPONSE,
+    openapi_extra=IMAGE_BODY_OPENAPI,
     summary="Where are the person's joints? 14 LSP joints and the skeleton",
 )
 async def pose(
@@ -59,12 +60,12 @@ async def pose(
     overlay: Overlay = False,
     format: Format = OutputFormat.json,
 ) -> PoseResponse | Response:
-    """Upload an image in the multipart field `image`.  The person box is cropped, fitted to the model,
+    """Upload an image in the multipart field `image` (or send it as the raw body, `Content-Type: image/*`).  The person box is cropped, fitted to the model,
     and the network regresses 2k numbers: each joint's x, y as fractions of the box, mapped back to
     image pixels."""
     served = ctx.registry.get(Task.pose, model)
     params = PoseParams(box=parse_box(box, box_format), overlay=overlay or format is OutputFormat.png)
     outcome = await ctx.run(
-        served.name, lambda: run_pose(served, read_upload(image), params, ctx.settings), lambda o: o.response.timings
+        served.name, lambda: run_pose(served, image.read(), params, ctx.settings), lambda o: o.response.timings
     )
     return png_response(outcome.png) if format is OutputFormat.png else outcome.response

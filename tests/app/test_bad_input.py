@@ -141,9 +141,43 @@ async def test_missing_or_misnamed_field(client: httpx.AsyncClient, path: str, j
     body = _problem(await client.post(path, files={"file": ("a.jpg", jpeg, "image/jpeg")}), 422, "image")
     assert "multipart/form-data" in body["detail"]
     _problem(await client.post(path), 422, "image")
-    _problem(await client.post(path, content=jpeg, headers={"Content-Type": "image/jpeg"}), 422, "image")
     _problem(await client.post(path, data={"image": "not a file"}), 422, "image")
+    # a body that is neither a form nor declared as an image: 415, saying what is accepted
+    for ctype in ("application/json", "text/plain"):
+        body = _problem(await client.post(path, content=jpeg, headers={"Content-Type": ctype}), 415, "image")
+        assert ctype in body["detail"] and "image/*" in body["detail"]
     await _still_works(client, path)
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+async def test_raw_body_upload(client: httpx.AsyncClient, path: str, jpeg: bytes) -> None:
+    """The raw body (TorchServe's ``curl -T``) is the same request as the multipart field."""
+    multipart = await client.post(path, files={"image": ("a.jpg", jpeg, "image/jpeg")})
+    assert multipart.status_code == 200, multipart.text
+    for ctype in ("image/jpeg", "image/png", "application/octet-stream", "image/jpeg; charset=binary"):
+        raw = await client.post(path, content=jpeg, headers={"Content-Type": ctype})
+        assert raw.status_code == 200, raw.text
+        a, b = raw.json(), multipart.json()
+        a.pop("timings"), b.pop("timings")
+        assert a == b
+    no_type = client.build_request("POST", path, content=jpeg)  # no Content-Type, as curl -T sends it
+    assert "content-type" not in no_type.headers
+    raw = await client.send(no_type)
+    assert raw.status_code == 200 and raw.json()["image"] == multipart.json()["image"], raw.text
+    # the declared type is not trusted either way: the bytes are sniffed
+    _problem(await client.post(path, content=b"just some text", headers={"Content-Type": "image/jpeg"}), 415, "image")
+    _problem(await client.post(path, content=b"", headers={"Content-Type": "image/jpeg"}), 422, "image")
+
+
+async def test_raw_body_over_the_limit_is_413(make_client: Callable[..., Any], jpeg: bytes) -> None:
+    async with make_client(max_upload_bytes=len(jpeg) - 1) as c:
+        _problem(await c.post("/localize", content=jpeg, headers={"Content-Type": "image/jpeg"}), 413, None)
+
+        async def chunks() -> Any:  # no Content-Length: refused while streaming
+            yield jpeg[:100]
+            yield jpeg[100:]
+
+        _problem(await c.post("/localize", content=chunks(), headers={"Content-Type": "image/jpeg"}), 413, None)
 
 
 async def test_unknown_route_and_method(client: httpx.AsyncClient) -> None:

@@ -197,3 +197,15 @@ async def test_openapi_documents_problems_and_examples(client: httpx.AsyncClient
     assert {"413", "415", "422", "503"} <= set(cam["responses"])
     assert "application/problem+json" in cam["responses"]["415"]["content"]
     assert "example" in spec["components"]["schemas"]["Box"]
+
+
+async def test_openapi_documents_the_image_body(client: httpx.AsyncClient) -> None:
+    """The multipart field ``image`` (required) or the raw body, for each inference route; no dangling schemas."""
+    spec = (await client.get("/openapi.json")).json()
+    for path in ("/cam", "/localize", "/pose"):
+        body = spec["paths"][path]["post"]["requestBody"]
+        assert body["required"] is True
+        assert set(body["content"]) == {"multipart/form-data", "image/jpeg", "image/png", "application/octet-stream"}
+        form = body["content"]["multipart/form-data"]["schema"]
+        assert form["required"] == ["image"] and "$ref" not in form
+    assert not [name for name in spec["components"]["schemas"] if name.startswith("Body_")]
