@@ -1,6 +1,7 @@
 """Async HTTP load generator (httpx): closed loop, N workers posting an image for a duration.
 
 python -m bench.loadgen --url http://127.0.0.1:8000 --endpoint /cam --image photo.jpg -c 4 -d 30
+python -m bench.loadgen --endpoint /localize --image photo.jpg --raw     # the raw body, not multipart
 """
 
 from __future__ import annotations
@@ -54,9 +55,10 @@ async def run_load(
     params: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
     max_requests: int | None = None,
-    field_name: str = "image",
+    field_name: str | None = "image",
 ) -> LoadResult:
-    """Closed loop: each worker posts, waits for the answer, posts again, until the time is up."""
+    """Closed loop: each worker posts, waits for the answer, posts again, until the time is up.  The image
+    goes in the multipart field ``field_name``, or as the raw body (``Content-Type: image/jpeg``) when it is None."""
     result = LoadResult(endpoint, concurrency, 0.0)
     deadline = time.perf_counter() + duration_s
     sent = 0
@@ -69,9 +71,14 @@ async def run_load(
                 sent += 1
                 t0 = time.perf_counter()
                 try:
-                    r = await client.post(
-                        endpoint, params=params, headers=headers, files={field_name: ("image.jpg", image, "image/jpeg")}
-                    )
+                    if field_name is None:
+                        r = await client.post(
+                            endpoint, params=params, headers={**(headers or {}), "Content-Type": "image/jpeg"}, content=image
+                        )
+                    else:
+                        r = await client.post(
+                            endpoint, params=params, headers=headers, files={field_name: ("image.jpg", image, "image/jpeg")}
+                        )
                 except httpx.TransportError:
                     result.transport_errors += 1
                     continue
@@ -93,10 +100,14 @@ def main() -> None:
     ap.add_argument("-c", "--concurrency", type=int, default=4)
     ap.add_argument("-d", "--duration", type=float, default=20.0)
     ap.add_argument("--api-key", default=None)
+    ap.add_argument("--raw", action="store_true", help="send the image as the raw body instead of a multipart field")
     args = ap.parse_args()
     headers = {"X-API-Key": args.api_key} if args.api_key else None
     res = asyncio.run(
-        run_load(args.url, args.endpoint, args.image.read_bytes(), args.concurrency, args.duration, headers=headers)
+        run_load(
+            args.url, args.endpoint, args.image.read_bytes(), args.concurrency, args.duration, headers=headers,
+            field_name=None if args.raw else "image",
+        )
     )
     print(json.dumps(res.summary(), indent=2))
 

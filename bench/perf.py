@@ -13,6 +13,7 @@ endpoint, image (640x480 and 4000x3000 JPEGs made from a real photo) and concurr
 * ``inproc``: the limit - the same service functions (decode, fit, onnxruntime, post-processing) in a
   worker process with the same environment and settings, the same concurrency over a thread pool and the
   same admission limit (``max_concurrency``), no HTTP (``bench.perf_inproc``);
+* ``http_raw`` (with ``--raw-body``): the same server, the image sent as the raw body instead of a multipart field;
 * ``bento``: the same models and the same service functions served by BentoML (``bench.bento_service``,
   from its own venv ``.venv-bento``: ``bench/requirements-bento.txt``), with the same processes and threads
   (BentoML ``workers`` = uvicorn workers, ``threads`` = ``LOCSVC_MAX_CONCURRENCY``), driven by the same client.
@@ -343,14 +344,16 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     )
     lines = [head, "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
-        for name in ("http", "inproc", "bento"):
+        for name in ("http", "http_raw", "inproc", "bento"):
             s = r["results"].get(name)
             if s is None:
                 continue
+            over_inproc = fmt(r.get(f"{name}_over_inproc"), 2) if name.startswith("http") else ""
+            over_bento = fmt(r.get(f"{name}_over_bento"), 2) if name.startswith("http") else ""
             lines.append(
                 f"| {r['endpoint']} | {r['image']} | {r['concurrency']} | {name} | {fmt(s['throughput_rps'])} | {fmt(s['p50_ms'])} | "
                 f"{fmt(s['p95_ms'])} | {fmt(s['p99_ms'])} | {s['errors']} | {fmt(s.get('server_cpu_ms_per_request'), 2)} | "
-                f"{fmt(r.get('http_over_inproc'), 2) if name == 'http' else ''} | {fmt(r.get('http_over_bento'), 2) if name == 'http' else ''} |"
+                f"{over_inproc} | {over_bento} |"
             )
     return "\n".join(lines)
 
@@ -401,17 +404,19 @@ def check_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def http_run(
-    client: str, url: str, endpoint: str, image: bytes, concurrency: int, duration_s: float
+    client: str, url: str, endpoint: str, image: bytes, concurrency: int, duration_s: float, raw: bool = False
 ) -> tuple[LoadResult, float]:
-    """One closed-loop HTTP run, and the CPU seconds this (client) process spent on it."""
+    """One closed-loop HTTP run, and the CPU seconds this (client) process spent on it.  The image goes in
+    the multipart field ``image``, or as the raw body when ``raw``."""
     load = run_load_lean if client == "lean" else run_load
+    field = None if raw else "image"
     cpu0 = time.process_time()
     try:
         import uvloop
     except ImportError:
-        res = asyncio.run(load(url, endpoint, image, concurrency, duration_s))
+        res = asyncio.run(load(url, endpoint, image, concurrency, duration_s, field_name=field))
     else:
-        res = uvloop.run(load(url, endpoint, image, concurrency, duration_s))
+        res = uvloop.run(load(url, endpoint, image, concurrency, duration_s, field_name=field))
     return res, time.process_time() - cpu0
 
 
@@ -518,6 +523,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 cpu0 = cpu_s(service.proc.pid)
                 res, client_cpu = http_run(args.client, service.url, ep, data, c, slice_s)
                 t.setdefault("http", Tally()).add(res, client_cpu, cpu_s(service.proc.pid) - cpu0)
+                if args.raw_body:
+                    cpu0 = cpu_s(service.proc.pid)
+                    res, client_cpu = http_run(args.client, service.url, ep, data, c, slice_s, raw=True)
+                    t.setdefault("http_raw", Tally()).add(res, client_cpu, cpu_s(service.proc.pid) - cpu0)
                 cpu0 = cpu_s(inproc.proc.pid)
                 res = inproc.run(ep, images[(ep, img)], c, slice_s)
                 t.setdefault("inproc", Tally()).add(res, 0.0, cpu_s(inproc.proc.pid) - cpu0)
@@ -552,8 +561,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         res = {k: v.summary() for k, v in t.items()}
         row: dict[str, Any] = {"endpoint": ep, "image": img, "concurrency": c, "results": res}
         row["http_over_inproc"] = ratio(res["http"]["throughput_rps"], res["inproc"]["throughput_rps"])
+        if "http_raw" in res:
+            row["http_raw_over_inproc"] = ratio(res["http_raw"]["throughput_rps"], res["inproc"]["throughput_rps"])
         if "bento" in res:
             row["http_over_bento"] = ratio(res["http"]["throughput_rps"], res["bento"]["throughput_rps"])
+            if "http_raw" in res:
+                row["http_raw_over_bento"] = ratio(res["http_raw"]["throughput_rps"], res["bento"]["throughput_rps"])
             # The most any server could reach over BentoML here: the in-process limit's throughput over BentoML's.
             row["inproc_over_bento"] = ratio(res["inproc"]["throughput_rps"], res["bento"]["throughput_rps"])
         rows.append(row)
@@ -577,6 +590,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         | {k: v for k, v in settings.model_dump().items() if k in ("blas_threads", "ort_arena")},
         "workers": args.workers,
         "client": args.client,
+        "raw_body": args.raw_body,
         "bento": {
             "workers": bento_budget(args, settings.max_concurrency)[0],
             "threads": bento_budget(args, settings.max_concurrency)[1],
@@ -690,6 +704,12 @@ def main(argv: list[str] | None = None) -> None:
         "e.g. --bento-workers 2 --bento-threads 1)",
     )
     ap.add_argument("--no-bento", dest="bento", action="store_false", help="skip the BentoML peer")
+    ap.add_argument(
+        "--raw-body",
+        action="store_true",
+        help="also measure the service with the image as the raw request body (contender http_raw; the "
+        "targets stay on the multipart upload, which BentoML's peer takes too)",
+    )
     ap.add_argument(
         "--bento-python",
         type=Path,

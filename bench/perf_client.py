@@ -20,18 +20,22 @@ BOUNDARY = "perf0boundary0d41d8cd98f00b204e98"
 
 
 def build_request(
-    host: str, path: str, image: bytes, params: dict[str, Any] | None = None, field_name: str = "image"
+    host: str, path: str, image: bytes, params: dict[str, Any] | None = None, field_name: str | None = "image"
 ) -> bytes:
-    """The whole POST (multipart/form-data with one file field), ready to be written as is."""
+    """The whole POST, ready to be written as is: multipart/form-data with one file field ``field_name``, or
+    the image as the raw body (``Content-Type: image/jpeg``) when ``field_name`` is None."""
     target = path + (f"?{urlencode(params)}" if params else "")
-    head = (
-        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{field_name}"; filename="image.jpg"\r\n'
-        "Content-Type: image/jpeg\r\n\r\n"
-    ).encode()
-    body = head + image + f"\r\n--{BOUNDARY}--\r\n".encode()
+    if field_name is None:
+        body, content_type = image, "image/jpeg"
+    else:
+        head = (
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{field_name}"; filename="image.jpg"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        body, content_type = head + image + f"\r\n--{BOUNDARY}--\r\n".encode(), f"multipart/form-data; boundary={BOUNDARY}"
     headers = (
         f"POST {target} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: bench-perf\r\nAccept: */*\r\n"
-        f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {len(body)}\r\n\r\n"
+        f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode()
     return headers + body
 
@@ -65,7 +69,7 @@ async def run_load_lean(
     duration_s: float,
     params: dict[str, Any] | None = None,
     max_requests: int | None = None,
-    field_name: str = "image",
+    field_name: str | None = "image",
 ) -> LoadResult:
     """Closed loop: ``concurrency`` connections, each posting and waiting for the answer until the time is up."""
     parts = urlsplit(url)

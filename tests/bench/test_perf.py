@@ -165,6 +165,7 @@ def test_harness_end_to_end_on_tiny_models(
     main(
         [
             "--no-bento",
+            "--raw-body",
             "--duration", "0.6",
             "--rounds", "2",
             "--concurrency", "1", "2",
@@ -179,6 +180,8 @@ def test_harness_end_to_end_on_tiny_models(
     assert report["endpoints"] == ["/cam", "/pose"]
     assert len(report["rows"]) == 2 * 2 * 2
     assert all(r["results"]["http"]["ok"] > 0 and r["results"]["inproc"]["ok"] > 0 for r in report["rows"])
+    # --raw-body: the same server, the image as the raw body
+    assert all(r["results"]["http_raw"]["ok"] > 0 and r["http_raw_over_inproc"] > 0 for r in report["rows"])
     assert "jpeg_draft_12mp" in report
     # the server's and the in-process worker's CPU per request are read from /proc (Linux)
     if sys.platform == "linux":
@@ -214,6 +217,13 @@ def test_lean_client_request_is_multipart() -> None:
     assert head.startswith(b"POST /cam?top_k=3 HTTP/1.1\r\n")
     assert f"Content-Length: {len(body)}".encode() in head
     assert b'name="image"' in body and b"\xff\xd8JPEG" in body
+
+
+def test_lean_client_request_raw_body() -> None:
+    req = build_request("127.0.0.1:1", "/pose", b"\xff\xd8JPEG", None, field_name=None)
+    head, _, body = req.partition(b"\r\n\r\n")
+    assert head.startswith(b"POST /pose HTTP/1.1\r\n") and b"Content-Type: image/jpeg" in head
+    assert body == b"\xff\xd8JPEG" and b"Content-Length: 6" in head
 
 
 @pytest.mark.parametrize("arena", ["shared", "session", "off"])
