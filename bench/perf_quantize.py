@@ -1,18 +1,23 @@
-"""Static int8 quantization of a CAM model, checked, evaluated and timed next to its fp32 original.
+"""Static int8 quantization of a bundled model, checked, evaluated and timed next to its fp32 original.
 
     python -m bench.perf_quantize --model efficientnet_lite0_imagenet [--format qdq] [--ship]
+    python -m bench.perf_quantize --model efficientnet_lite0_tiny_localize --ship
+    python -m bench.perf_quantize --model efficientnet_lite0_lsp_pose --ship
 
 1. ``quant_pre_process`` (shape inference, graph optimization), then ``quantize_static`` (per-channel int8
-   weights, uint8 activations, MinMax calibration) calibrated on real Tiny ImageNet *train* images
-   (``--calib-per-class`` per class, taken past the first 10 that the train-split metrics use), fed
-   through the service's own decode + fit.  The CAM tail (``ReduceMean`` -> ``Gemm``) stays float, so
-   ``features``, ``pooled``, ``logits``, ``cam_weight``, ``cam_bias`` remain outputs and
+   weights, uint8 activations, MinMax calibration) calibrated on real *training* images fed through the
+   service's own decode + fit: Tiny ImageNet train for CAM and /localize models (``--calib-per-class`` per
+   class, past the first 10 that the train-split metrics use), LSP train images 1-800 for pose models (every
+   ``--calib-stride``-th, whole image as the person box).  The head stays float: the GAP -> dense tail
+   (``ReduceMean``/``GlobalAveragePool``/``Gemm``/``MatMul``) and every node after the last ``Conv`` (box,
+   soft-argmax), so ``features``, ``pooled``, ``logits``, ``cam_weight``, ``cam_bias`` remain outputs and
    ``mean(W.V) + b = logits`` holds; the server's own load check (``app.registry.load_model``) is run on it.
-2. Accuracy: ``bench.eval_cam.evaluate`` on the first ``--limit`` val images for fp32 and int8
-   (top-1 restricted to the 200 classes, GT-known localization at the default rule).
-3. Speed: ``session.run`` alone and the whole ``run_cam`` in-process, alternating the two models.
+2. Accuracy, fp32 and int8 through the service functions, on data never trained on: CAM - ``bench.eval_cam``
+   on the first ``--limit`` Tiny ImageNet val images (default 2,000); /localize - ``bench.eval_localize`` on
+   Tiny ImageNet val (default all 10,000); pose - ``bench.eval_pose`` on LSP 801-1000.
+3. Speed: ``session.run`` alone and the whole service function in-process, alternating the two models.
 
-Writes ``artifacts/quant/`` (the model, its sidecar, ``report.json``); ``--ship`` copies both into
+Writes ``artifacts/quant/`` (the model, its sidecar, ``report-<model>.json``); ``--ship`` copies both into
 ``models/`` (as ``<model>_int8``) with the numbers in the sidecar.  Needs ``../shared/data``.
 """
 
@@ -43,10 +48,16 @@ from app.config import REPO_MODELS, Settings
 from app.registry import LoadedModel, limit_blas_threads, load_model
 from app.services.cam import CamParams, run_cam
 from app.services.common import prepare
+from app.services.localize import LocalizeParams, run_localize
+from app.services.pose import PoseParams, run_pose
+from app.sidecar import Task
+from bench import eval_localize, eval_pose
 from bench.eval_cam import evaluate, tiny_imagenet
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "tiny_imagenet_200"
+LSP = ROOT.parent / "shared" / "data" / "lsp_train"
+TAIL_OPS = ("ReduceMean", "GlobalAveragePool", "Gemm", "MatMul")
 
 
 def calibration_images(data: Path, per_class: int, skip: int = 10) -> list[Path]:
@@ -73,6 +84,17 @@ class Reader(CalibrationDataReader):  # type: ignore[misc]
         return {self.model.sidecar.input.name: batch}
 
 
+def lsp_calibration_images(root: Path, stride: int) -> list[Path]:
+    """Every ``stride``-th LSP training image (1-800; 801-1000 are the held-out evaluation)."""
+    return eval_pose.lsp_images(root, range(0, 800, stride))
+
+
+def float_nodes(graph: onnx.GraphProto) -> list[str]:
+    """The head, kept float: the GAP -> dense tail and every node after the last ``Conv``."""
+    last_conv = max((i for i, n in enumerate(graph.node) if n.op_type == "Conv"), default=len(graph.node))
+    return [n.name for i, n in enumerate(graph.node) if n.op_type in TAIL_OPS or i > last_conv]
+
+
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -81,9 +103,13 @@ def quantize(args: argparse.Namespace, fp32: LoadedModel, settings: Settings, ou
     name = f"{args.model}_int8"
     prep = out_dir / f"{args.model}_prep.onnx"
     quant_pre_process(str(fp32.path), str(prep), skip_symbolic_shape=True)
-    graph = onnx.load(str(prep)).graph
-    tail = [n.name for n in graph.node if n.op_type in ("ReduceMean", "GlobalAveragePool", "Gemm", "MatMul")]
-    paths = calibration_images(args.data, args.calib_per_class)
+    tail = float_nodes(onnx.load(str(prep)).graph)
+    if fp32.sidecar.task is Task.pose:
+        paths = lsp_calibration_images(args.lsp, args.calib_stride)
+        calib_text = f"{len(paths)} LSP training images (1 in {args.calib_stride} of 1-800, whole image as the box)"
+    else:
+        paths = calibration_images(args.data, args.calib_per_class)
+        calib_text = f"{len(paths)} Tiny ImageNet train images ({args.calib_per_class} per class, past the first 10)"
     t0 = time.perf_counter()
     out = out_dir / f"{name}.onnx"
     quantize_static(
@@ -108,8 +134,7 @@ def quantize(args: argparse.Namespace, fp32: LoadedModel, settings: Settings, ou
         "per_channel": True,
         "weights": "int8 (symmetric)",
         "activations": "uint8 (asymmetric)",
-        "calibration": f"{args.calib}, {len(paths)} Tiny ImageNet train images ({args.calib_per_class} per class, "
-        "past the first 10), through the service's decode + fit",
+        "calibration": f"{args.calib}, {calib_text}, through the service's decode + fit",
         "float_nodes": tail,
         "source": {"file": fp32.path.name, "sha256": fp32.sidecar.sha256},
         "seconds": round(calib_s, 1),
@@ -121,31 +146,57 @@ def quantize(args: argparse.Namespace, fp32: LoadedModel, settings: Settings, ou
     return out, side
 
 
+def service_call(task: Task) -> tuple[str, list[str], Any]:
+    """(name, outputs its ``session.run`` asks for, the whole service function on image bytes) of a task."""
+    if task is Task.cam:
+        return "run_cam", ["features", "logits"], lambda m, data, s: run_cam(m, data, CamParams(), s)
+    if task is Task.localize:
+        return "run_localize", ["logits", "box"], lambda m, data, s: run_localize(m, data, LocalizeParams(), s)
+    return "run_pose", ["joints"], lambda m, data, s: run_pose(m, data, PoseParams(), s)
+
+
 def timing(
     models: dict[str, LoadedModel], settings: Settings, image: bytes, rounds: int, per_round: int
 ) -> dict[str, Any]:
-    """Median ms of ``session.run`` and of ``run_cam``, the models alternating round by round."""
+    """Median ms of ``session.run`` and of the whole service function, the models alternating round by round."""
+    name, outputs, call = service_call(next(iter(models.values())).sidecar.task)
     runs: dict[str, list[float]] = {k: [] for k in models}
-    cams: dict[str, list[float]] = {k: [] for k in models}
+    whole: dict[str, list[float]] = {k: [] for k in models}
     for _ in range(rounds):
         for key, m in models.items():
             batch = prepare(image, m, settings).batch
-            m.run(batch, ["features", "logits"])
+            m.run(batch, outputs)
             for _ in range(per_round):
                 t0 = time.perf_counter()
-                m.run(batch, ["features", "logits"])
+                m.run(batch, outputs)
                 runs[key].append((time.perf_counter() - t0) * 1000)
             for _ in range(per_round):
                 t0 = time.perf_counter()
-                run_cam(m, image, CamParams(), settings)
-                cams[key].append((time.perf_counter() - t0) * 1000)
+                call(m, image, settings)
+                whole[key].append((time.perf_counter() - t0) * 1000)
     return {
-        k: {
-            "session_run_ms_p50": round(statistics.median(runs[k]), 2),
-            "run_cam_ms_p50": round(statistics.median(cams[k]), 2),
-        }
+        k: {"session_run_ms_p50": round(statistics.median(runs[k]), 2), f"{name}_ms_p50": round(statistics.median(whole[k]), 2)}
         for k in models
     }
+
+
+def accuracy(args: argparse.Namespace, models: dict[str, LoadedModel], settings: Settings) -> tuple[str, str, tuple[str, ...], dict[str, Any]]:
+    """(sidecar metric key, command that re-measures it, the keys compared, {fp32/int8: metrics})."""
+    task = next(iter(models.values())).sidecar.task
+    if task is Task.pose:
+        acc = {k: eval_pose.evaluate(m, args.lsp, settings) for k, m in models.items()}
+        return "lsp_801_1000", "python -m bench.eval_pose --model {name}", ("pcp_mean", "pck@0.2"), acc
+    samples = tiny_imagenet(args.data, "val")
+    if task is Task.localize:
+        limit = args.limit or len(samples)
+        acc = {k: eval_localize.evaluate(m, samples[:limit], settings) for k, m in models.items()}
+        keys: tuple[str, ...] = ("top1", "mean_iou", "gt_known_loc", "top1_loc")
+        return f"tiny_imagenet_val{limit}_localize", f"python -m bench.eval_localize --model {{name}} --limit {limit}", keys, acc
+    limit = args.limit or 2000
+    wnids = (args.data / "wnids.txt").read_text().split()
+    acc = {k: evaluate(m, samples[:limit], settings, wnids) for k, m in models.items()}
+    keys = ("top1_restricted_200", "gt_known_loc_default", "top1_1000", "top5_1000", "top1_loc_restricted_200")
+    return f"tiny_imagenet_val{limit}_cam", f"python -m bench.eval_cam --split val --model {{name}} --limit {limit}", keys, acc
 
 
 def main() -> None:
@@ -154,11 +205,13 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="efficientnet_lite0_imagenet")
-    ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--data", type=Path, default=DATA, help="Tiny ImageNet (CAM and /localize models)")
+    ap.add_argument("--lsp", type=Path, default=LSP, help="LSP (pose models)")
     ap.add_argument("--format", choices=["qdq", "qop"], default="qdq")
     ap.add_argument("--calib", choices=["minmax", "percentile"], default="minmax")
-    ap.add_argument("--calib-per-class", type=int, default=2)
-    ap.add_argument("--limit", type=int, default=2000, help="val images for the accuracy comparison")
+    ap.add_argument("--calib-per-class", type=int, default=2, help="Tiny ImageNet train images per class")
+    ap.add_argument("--calib-stride", type=int, default=2, help="pose: every n-th LSP training image")
+    ap.add_argument("--limit", type=int, default=0, help="val images for the accuracy comparison (0: the task's default)")
     ap.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads for evaluation and timing")
     ap.add_argument("--out-dir", type=Path, default=ROOT / "artifacts" / "quant")
     ap.add_argument("--ship", action="store_true", help="copy the model and its sidecar into models/")
@@ -178,15 +231,14 @@ def main() -> None:
     import skimage.data as skd
     from PIL import Image
 
+    photo = skd.astronaut() if fp32.sidecar.task is Task.pose else skd.chelsea()
     buf = io.BytesIO()
-    Image.fromarray(skd.chelsea()).resize((640, 480), Image.Resampling.BICUBIC).save(buf, "JPEG", quality=90)
-    speed = timing({"fp32": fp32, "int8": int8}, settings, buf.getvalue(), rounds=5, per_round=20)
+    Image.fromarray(photo).resize((640, 480), Image.Resampling.BICUBIC).save(buf, "JPEG", quality=90)
+    models = {"fp32": fp32, "int8": int8}
+    speed = timing(models, settings, buf.getvalue(), rounds=5, per_round=20)
     print("speed:", json.dumps(speed))
 
-    samples = tiny_imagenet(args.data, "val")[: args.limit]
-    wnids = (args.data / "wnids.txt").read_text().split()
-    acc = {k: evaluate(m, samples, settings, wnids) for k, m in (("fp32", fp32), ("int8", int8))}
-    keys = ("top1_restricted_200", "gt_known_loc_default", "top1_1000", "top5_1000", "top1_loc_restricted_200")
+    metric, command, keys, acc = accuracy(args, models, settings)
     summary = {k: {key: acc[k][key] for key in keys} for k in acc}
     delta = {key: round(acc["int8"][key] - acc["fp32"][key], 4) for key in keys}
     print("accuracy:", json.dumps(summary), "int8 - fp32:", json.dumps(delta))
@@ -196,16 +248,15 @@ def main() -> None:
         "file_mb": {"fp32": round(fp32.path.stat().st_size / 1e6, 2), "int8": round(onnx_path.stat().st_size / 1e6, 2)},
         "speed_threads": args.threads,
         "speed": speed,
-        "accuracy_val_limit": args.limit,
+        "accuracy_metric": metric,
         "accuracy": summary,
         "int8_minus_fp32": delta,
     }
-    (args.out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out_dir / f"report-{args.model}.json").write_text(json.dumps(report, indent=2) + "\n")
     meta = json.loads(side.read_text())
-    cmd = f"python -m bench.eval_cam --split val --model {meta['name']} --limit {args.limit}"
-    meta["metrics"][f"tiny_imagenet_val{args.limit}_cam"] = {**acc["int8"], "command": cmd}
+    meta["metrics"][metric] = {**acc["int8"], "command": command.format(name=meta["name"])}
     meta["quantization"]["fp32_reference"] = {
-        f"tiny_imagenet_val{args.limit}_cam": {key: acc["fp32"][key] for key in keys},
+        metric: {key: acc["fp32"][key] for key in keys},
         "int8_minus_fp32": delta,
         "speed": report["speed"],
         "speed_note": f"median ms, {args.threads} onnxruntime thread(s), 640x480 JPEG, models alternating",
