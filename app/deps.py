@@ -109,6 +109,7 @@ class ImageBody:
         return self.upload.file.read()
 
 
+IMAGE_DESCRIPTION = "The picture: JPEG, PNG, GIF, WebP, BMP or TIFF (sniffed from its bytes, whatever its declared type)."
 RAW_MEDIA_TYPES = ("application/octet-stream", "image/")
 _FORMS = ("multipart/form-data", "application/x-www-form-urlencoded")
 _HOW = (
@@ -119,10 +120,7 @@ _HOW = (
 
 async def image_body(
     request: Request,
-    image: Annotated[
-        UploadFile | None,
-        File(description="The picture: JPEG, PNG, GIF, WebP, BMP or TIFF (sniffed from its bytes, whatever its declared type)."),
-    ] = None,
+    image: Annotated[UploadFile | None, File(description=IMAGE_DESCRIPTION)] = None,
 ) -> ImageBody:
     """The picture, from the multipart field ``image`` or, with an image or octet-stream Content-Type (or
     none), from the raw body - as TorchServe's ``curl -T photo.jpg`` sends it.  Starlette's form parsing leaves

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import Query
 from fastapi.responses import Response
 
+from app.deps import IMAGE_DESCRIPTION
 from app.schemas import OutputFormat
 
 ModelName = Annotated[str | None, Query(description="Model to use (GET /models lists them); default: the task's default.")]
@@ -25,7 +26,7 @@ _FORM = {
         "image": {
             "type": "string",
             "contentMediaType": "application/octet-stream",
-            "description": "The picture: JPEG, PNG, GIF, WebP, BMP or TIFF (sniffed from its bytes, whatever its declared type).",
+            "description": IMAGE_DESCRIPTION,
         }
     },
 }
