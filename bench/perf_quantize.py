@@ -89,10 +89,12 @@ def lsp_calibration_images(root: Path, stride: int) -> list[Path]:
     return eval_pose.lsp_images(root, range(0, 800, stride))
 
 
-def float_nodes(graph: onnx.GraphProto) -> list[str]:
-    """The head, kept float: the GAP -> dense tail and every node after the last ``Conv``."""
+def float_nodes(graph: onnx.GraphProto, after_last_conv: bool = True) -> list[str]:
+    """The head, kept float: the GAP -> dense tail and, with ``after_last_conv``, every node after the last
+    ``Conv`` (a box head, a soft-argmax).  CAM models keep the tail only (so that the command reproduces the
+    shipped CAM int8 model: its last activation is quantized)."""
     last_conv = max((i for i, n in enumerate(graph.node) if n.op_type == "Conv"), default=len(graph.node))
-    return [n.name for i, n in enumerate(graph.node) if n.op_type in TAIL_OPS or i > last_conv]
+    return [n.name for i, n in enumerate(graph.node) if n.op_type in TAIL_OPS or (after_last_conv and i > last_conv)]
 
 
 def sha256(path: Path) -> str:
@@ -103,7 +105,7 @@ def quantize(args: argparse.Namespace, fp32: LoadedModel, settings: Settings, ou
     name = f"{args.model}_int8"
     prep = out_dir / f"{args.model}_prep.onnx"
     quant_pre_process(str(fp32.path), str(prep), skip_symbolic_shape=True)
-    tail = float_nodes(onnx.load(str(prep)).graph)
+    tail = float_nodes(onnx.load(str(prep)).graph, after_last_conv=fp32.sidecar.task is not Task.cam)
     if fp32.sidecar.task is Task.pose:
         paths = lsp_calibration_images(args.lsp, args.calib_stride)
         calib_text = f"{len(paths)} LSP training images (1 in {args.calib_stride} of 1-800, whole image as the box)"

@@ -65,6 +65,8 @@ def test_float_nodes_are_the_head(tmp_path: Path) -> None:
         assert not any(by_name[k].op_type == "Conv" for k in kept)
         last_conv = max(i for i, n in enumerate(graph.node) if n.op_type == "Conv")
         assert kept == {n.name for i, n in enumerate(graph.node) if i > last_conv or n.op_type in perf_quantize.TAIL_OPS}
+        tail_only = set(perf_quantize.float_nodes(graph, after_last_conv=False))
+        assert tail_only == {n.name for n in graph.node if n.op_type in perf_quantize.TAIL_OPS} and tail_only <= kept
 
 
 @pytest.mark.parametrize("task", ["localize", "pose"])
@@ -120,3 +122,33 @@ def test_bundled_pose_models_reproduce_their_sidecar_pcp(name: str) -> None:
     expected = meta["metrics"]["lsp_801_1000"]["pcp_mean"] if "lsp_801_1000" in meta["metrics"] else meta["metrics"]["pcp"]["mean"]
     res = eval_pose.evaluate(load_model(side, Settings(intra_op_threads=2)), SHARED_DATA / "lsp_train", SETTINGS)
     assert res["pcp_mean"] == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="needs ../shared/data (calibration images)")
+@pytest.mark.parametrize("name", ["efficientnet_lite0_imagenet", "efficientnet_lite0_tiny_localize", "efficientnet_lite0_lsp_pose"])
+def test_bundled_int8_models_are_what_the_command_makes(name: str, tmp_path: Path) -> None:
+    """Quantization is deterministic: the recipe reproduces each shipped int8 model (here, bit for bit)."""
+    shipped = REPO_MODELS / f"{name}_int8.onnx"
+    if not shipped.exists():
+        pytest.skip(f"{name}_int8 is not bundled")
+    fp32 = load_model(REPO_MODELS / f"{name}.json", SETTINGS)
+    args = argparse.Namespace(
+        model=name, format="qdq", calib="minmax", calib_per_class=2, calib_stride=2, argv=[],
+        data=perf_quantize.DATA, lsp=perf_quantize.LSP,
+    )
+    onnx_path, _ = perf_quantize.quantize(args, fp32, SETTINGS, tmp_path)
+    made, ref = onnx.load(str(onnx_path)).graph, onnx.load(str(shipped)).graph
+    assert [(n.op_type, n.name) for n in made.node] == [(n.op_type, n.name) for n in ref.node]
+    # Same machine kind: bit for bit.  Elsewhere the calibration's float arithmetic may differ in the last
+    # bits, so activation scales are compared to 1e-4 and zero points to one step; weights exactly.
+    ours = {t.name: onnx.numpy_helper.to_array(t) for t in made.initializer}
+    theirs = {t.name: onnx.numpy_helper.to_array(t) for t in ref.initializer}
+    assert ours.keys() == theirs.keys()
+    for key, a in ours.items():
+        b = theirs[key]
+        if a.dtype.kind == "f":
+            np.testing.assert_allclose(a, b, rtol=1e-4, err_msg=key)
+        elif "zero_point" in key:
+            assert np.abs(a.astype(np.int32) - b.astype(np.int32)).max(initial=0) <= 1, key
+        else:
+            assert np.array_equal(a, b), key
