@@ -16,7 +16,17 @@ import pytest
 from app.config import Settings
 from app.registry import limit_blas_threads
 from bench.loadgen import LoadResult
-from bench.perf import InprocWorker, Tally, bento_budget, check_targets, cpu_s, main, markdown_table, rss_mb
+from bench.perf import (
+    InprocWorker,
+    Tally,
+    bento_budget,
+    check_targets,
+    cpu_s,
+    main,
+    markdown_table,
+    round_ratios,
+    rss_mb,
+)
 from bench.perf_client import build_request, read_response
 from bench.perf_inproc import FifoGate, InProcess, run_inprocess
 from tests.conftest import encode, noise_image
@@ -88,6 +98,23 @@ def test_tally_sums_rounds() -> None:
     s = t.summary()
     assert s["ok"] == 4 and s["throughput_rps"] == 1.0 and s["errors"] == 0
     assert 10 <= s["p50_ms"] <= 21
+    assert s["round_rps"] == [1.0, 1.0]
+
+
+def test_round_by_round_ratios() -> None:
+    """Each round's contenders ran back to back: their ratio per round shows how noisy the whole-run ratio is."""
+    a, b = Tally(), Tally()
+    for ok_a, ok_b in ((9, 10), (7, 10)):
+        for t, ok in ((a, ok_a), (b, ok_b)):
+            r = LoadResult("/cam", 4, 1.0)
+            r.statuses[200] += ok
+            t.add(r)
+    assert round_ratios(a.summary(), b.summary()) == [0.9, 0.7]
+    report = _report(30, 31, 15, 40, 60)
+    for row in report["rows"]:
+        row["http_over_inproc_rounds"] = [0.9, 1.0]
+    t = next(t for t in check_targets(report) if t["target"] == "/cam small c=4: http / in-process throughput")
+    assert t["rounds"] == [0.9, 1.0]
 
 
 def _report(http: float, inproc: float, bento: float, small_ms: float, large_ms: float) -> dict[str, object]:
@@ -182,6 +209,7 @@ def test_harness_end_to_end_on_tiny_models(
     assert all(r["results"]["http"]["ok"] > 0 and r["results"]["inproc"]["ok"] > 0 for r in report["rows"])
     # --raw-body: the same server, the image as the raw body
     assert all(r["results"]["http_raw"]["ok"] > 0 and r["http_raw_over_inproc"] > 0 for r in report["rows"])
+    assert all(len(r["http_over_inproc_rounds"]) == 2 for r in report["rows"])  # one ratio per round
     assert "jpeg_draft_12mp" in report
     # the server's and the in-process worker's CPU per request are read from /proc (Linux)
     if sys.platform == "linux":
