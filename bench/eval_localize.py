@@ -27,24 +27,45 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "tiny_imagenet_200"
 
 
-def evaluate(model: LoadedModel, samples: list[Sample], settings: Settings) -> dict[str, Any]:
-    """Top-1 %, mean IoU, GT-known % and top-1 localization % over ``samples`` (labels matched by dataset id)."""
+def per_image(model: LoadedModel, samples: list[Sample], settings: Settings) -> tuple[np.ndarray, np.ndarray]:
+    """(right class?, IoU of the predicted box with the ground truth) for every sample, in order."""
     correct, ious = [], []
-    t0 = time.perf_counter()
     for s in samples:
         res = run_localize(model, s.path.read_bytes(), LocalizeParams(top_k=1), settings).response
         b = res.box
         correct.append(res.label.id == s.wnid)
         ious.append(float(iou(np.array([b.x1, b.y1, b.x2, b.y2]), np.array(s.box))))
-    ok, ov = np.array(correct), np.array(ious)
+    return np.array(correct, dtype=bool), np.array(ious)
+
+
+def summarize(ok: np.ndarray, ov: np.ndarray) -> dict[str, Any]:
+    """Top-1 %, mean IoU, GT-known % and top-1 localization % from :func:`per_image`'s arrays."""
     return {
-        "images": len(samples),
+        "images": len(ok),
         "top1": round(100 * float(ok.mean()), 2),
         "mean_iou": round(float(ov.mean()), 4),
         "gt_known_loc": round(100 * float((ov >= 0.5).mean()), 2),
         "top1_loc": round(100 * float((ok & (ov >= 0.5)).mean()), 2),
-        "seconds": round(time.perf_counter() - t0, 1),
     }
+
+
+def paired(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
+    """Two models right/wrong on the same images: how many only ``a`` got right, only ``b``, and b - a in
+    points with its 95 % half-width (normal approximation of McNemar's test on the discordant pairs)."""
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    return {
+        "only_first": only_a,
+        "only_second": only_b,
+        "diff_pt": round(100 * (only_b - only_a) / len(a), 2),
+        "ci95_pt": round(196 * float(np.sqrt(only_a + only_b)) / len(a), 2),
+    }
+
+
+def evaluate(model: LoadedModel, samples: list[Sample], settings: Settings) -> dict[str, Any]:
+    """Top-1 %, mean IoU, GT-known % and top-1 localization % over ``samples`` (labels matched by dataset id)."""
+    t0 = time.perf_counter()
+    ok, ov = per_image(model, samples, settings)
+    return summarize(ok, ov) | {"seconds": round(time.perf_counter() - t0, 1)}
 
 
 def main() -> None:

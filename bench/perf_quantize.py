@@ -191,7 +191,13 @@ def accuracy(args: argparse.Namespace, models: dict[str, LoadedModel], settings:
     samples = tiny_imagenet(args.data, "val")
     if task is Task.localize:
         limit = args.limit or len(samples)
-        acc = {k: eval_localize.evaluate(m, samples[:limit], settings) for k, m in models.items()}
+        per = {k: eval_localize.per_image(m, samples[:limit], settings) for k, m in models.items()}
+        acc = {k: eval_localize.summarize(*v) for k, v in per.items()}
+        (ok32, iou32), (ok8, iou8) = per["fp32"], per["int8"]
+        acc["int8"]["paired_vs_fp32"] = {
+            "top1": eval_localize.paired(ok32, ok8),
+            "top1_loc": eval_localize.paired(ok32 & (iou32 >= 0.5), ok8 & (iou8 >= 0.5)),
+        }
         keys: tuple[str, ...] = ("top1", "mean_iou", "gt_known_loc", "top1_loc")
         return f"tiny_imagenet_val{limit}_localize", f"python -m bench.eval_localize --model {{name}} --limit {limit}", keys, acc
     limit = args.limit or 2000

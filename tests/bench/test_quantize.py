@@ -152,3 +152,12 @@ def test_bundled_int8_models_are_what_the_command_makes(name: str, tmp_path: Pat
             assert np.abs(a.astype(np.int32) - b.astype(np.int32)).max(initial=0) <= 1, key
         else:
             assert np.array_equal(a, b), key
+
+
+def test_paired_comparison_counts_the_discordant_images() -> None:
+    a = np.array([True, True, False, False])
+    b = np.array([True, False, True, True])
+    res = eval_localize.paired(a, b)
+    assert (res["only_first"], res["only_second"]) == (1, 2)
+    assert res["diff_pt"] == 25.0 and res["ci95_pt"] == pytest.approx(196 * np.sqrt(3) / 4, abs=0.01)
+    assert eval_localize.summarize(a, np.array([0.6, 0.4, 0.5, 0.9]))["top1_loc"] == 25.0
