@@ -7,7 +7,7 @@ const els = {
   form: $("form"), file: $("file"), fileName: $("file-name"), drop: $("drop"), task: $("task"),
   topK: $("top-k"), threshold: $("threshold"), poseBox: $("pose-box"), apiKey: $("api-key"), run: $("run"),
   status: $("status"), result: $("result"), label: $("result-label"), picker: $("class-picker"),
-  pickerLabel: $("class-picker-label"), canvas: $("canvas"), json: $("json"), models: $("models"),
+  pickerLabel: $("class-picker-label"), canvas: $("canvas"), json: $("json"), models: $("models"), model: $("model"),
 };
 const ctx = els.canvas.getContext("2d");
 const KEY_STORAGE = "locsvc.apiKey";
@@ -18,6 +18,7 @@ const TASK_NAMES = { cam: "CAM", localize: "Localize", pose: "Pose" };
 let picture = null; // {file, bitmap}: the chosen image, EXIF-oriented
 let current = null; // {task, body}: the last answer
 let requestSeq = 0;
+let modelList = []; // GET /models: [{name, serves, default, ...}]
 
 function setState(state, message, isError = false) {
   document.body.dataset.state = state;
@@ -86,6 +87,7 @@ function drawImage(w, h) {
 
 function endpoint(task) {
   const params = new URLSearchParams();
+  if (els.model.value) params.set("model", els.model.value);
   if (task === "cam" || task === "localize") params.set("top_k", els.topK.value || "5");
   if (task === "cam") {
     params.set("threshold", els.threshold.value || "0.2");
@@ -155,6 +157,8 @@ async function listModels() {
       return;
     }
     const models = await response.json();
+    modelList = models;
+    fillModels();
     const served = new Set(models.flatMap((m) => m.serves));
     for (const option of els.task.options) {
       const missing = !served.has(`/${option.value}`);
@@ -164,6 +168,15 @@ async function listModels() {
   } catch (err) {
     els.models.textContent = `cannot list models: ${err.message}`;
   }
+}
+
+/** The model picker: "default", then every model that serves the chosen task (e.g. an fp32 model and its int8 twin). */
+function fillModels() {
+  const task = els.task.value;
+  const keep = els.model.value;
+  const names = modelList.filter((m) => m.serves.includes(`/${task}`)).map((m) => m.name);
+  els.model.replaceChildren(new Option("default", ""), ...names.map((n) => new Option(n, n)));
+  els.model.value = names.includes(keep) ? keep : "";
 }
 
 // ---- drawing ---------------------------------------------------------------------------------------------
@@ -357,6 +370,7 @@ els.apiKey.addEventListener("input", () => localStorage.setItem(KEY_STORAGE, els
 els.apiKey.addEventListener("change", listModels);
 els.file.addEventListener("change", () => choose(els.file.files[0]));
 els.task.addEventListener("change", showOptions);
+els.task.addEventListener("change", fillModels);
 els.picker.addEventListener("change", () => current && draw());
 els.form.addEventListener("submit", run);
 for (const type of ["dragenter", "dragover"]) {

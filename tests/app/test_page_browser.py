@@ -319,3 +319,24 @@ def test_task_result(servers: dict[str, Server], browser: Any, cat: Path, person
         assert checked >= 7 and matched >= 0.8 * checked, (matched, checked)
         assert np.abs(pixels.astype(int) - plain.astype(int)).sum() > 0
     p.close()
+
+
+def test_model_picker(servers: dict[str, Server], browser: Any, cat: Path) -> None:
+    """The picker lists the models that serve the chosen task; the one picked answers."""
+    models = httpx.get(f"{servers['open'].url}/models", timeout=10).json()
+    localize = [m["name"] for m in models if "/localize" in m["serves"]]
+    if not localize:
+        pytest.skip(f"no model in {REPO_MODELS} serves /localize")
+    p = Page(browser, servers["open"].url)
+    p.page.select_option("#task", "localize")
+    p.page.wait_for_function(f"document.querySelectorAll('#model option').length === {len(localize) + 1}")
+    options = p.page.eval_on_selector_all("#model option", "els => els.map((e) => e.value)")
+    assert options == ["", *localize]
+    p.choose(cat)
+    p.page.select_option("#model", localize[-1])
+    p.run("localize")
+    assert p.response()["model"] == localize[-1] and f"by {localize[-1]}" in p.text("#status")
+    p.page.select_option("#task", "pose")  # another task: its own list, back to the default
+    pose = [m["name"] for m in models if "/pose" in m["serves"]]
+    assert p.page.eval_on_selector_all("#model option", "els => els.map((e) => e.value)") == ["", *pose]
+    p.close()
