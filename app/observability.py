@@ -8,7 +8,7 @@ import logging
 import re
 import time
 import uuid
-from typing import Any
+from typing import Any, TextIO
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -58,23 +58,30 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, default=str)
 
 
+class _Handler(logging.StreamHandler[TextIO]):
+    """Ours (stderr): replaced, not added to, when an app is configured again."""
+
+
 def configure_logging(level: str, as_json: bool) -> None:
     """The app's loggers (``app.*``) write to stderr, one JSON object per line when ``as_json``.
 
     With ``as_json`` uvicorn's own loggers (start-up, shutdown, protocol warnings: ``uvicorn``,
-    ``uvicorn.error``) write through the same handler, so that every line of the process is JSON.
-    uvicorn's access line is muted in both modes: ``app.access`` writes one per request, with the
-    request id, the matched route and the duration (see :class:`ObservabilityMiddleware`)."""
-    handler = logging.StreamHandler()
+    ``uvicorn.error``) and the root logger (libraries' warnings, e.g. python-multipart's on a malformed
+    upload) write through the same handler, so that every line of the process is JSON.  uvicorn's access
+    line is muted in both modes: ``app.access`` writes one per request, with the request id, the matched
+    route and the duration (see :class:`ObservabilityMiddleware`)."""
+    handler = _Handler()
     handler.setFormatter(JsonFormatter() if as_json else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    root = logging.getLogger("app")
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    root.propagate = False
+    app_logger = logging.getLogger("app")
+    app_logger.handlers[:] = [handler]
+    app_logger.setLevel(level.upper())
+    app_logger.propagate = False
     if as_json:
         server = logging.getLogger("uvicorn")
         server.handlers[:] = [handler]
         server.propagate = False
+        root = logging.getLogger()  # other handlers (a test runner's capture) are kept
+        root.handlers[:] = [h for h in root.handlers if not isinstance(h, _Handler)] + [handler]
     access = logging.getLogger("uvicorn.access")
     access.setLevel(logging.WARNING)
     access.propagate = False
