@@ -4,10 +4,12 @@
 # run on a read-only root filesystem.
 FROM python:3.11-slim AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+# a C compiler for the one extension (app/core/_jpeg8.c); the runtime stage does not need it
+RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/*
 WORKDIR /srv
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-COPY requirements.txt pyproject.toml README.md ./
+COPY requirements.txt pyproject.toml setup.py README.md ./
 RUN pip install --quiet -r requirements.txt
 COPY app ./app
 COPY export ./export

@@ -11,8 +11,8 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-# Runtime install: the same two commands as the Dockerfile.
-$(VENV)/.runtime: requirements.txt pyproject.toml | $(BIN)/python
+# Runtime install: the same two commands as the Dockerfile (the second also compiles app/core/_jpeg8.c).
+$(VENV)/.runtime: requirements.txt pyproject.toml setup.py app/core/_jpeg8.c | $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements.txt
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@

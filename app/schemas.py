@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -56,6 +56,10 @@ class ImageInfo(BaseModel):
     mode: str = Field(description="Pillow mode of the upload before conversion to RGB.")
     exif_orientation: int = Field(description="EXIF orientation tag that was applied (1 = none).")
     frames: int = Field(description="Frames in the file; animations are read at their first frame.")
+    decoder: Literal["pillow", "jpeg8"] = Field(
+        "pillow", description="What decoded the pixels: Pillow, or the service's two-thread decoder for JPEGs read at "
+        "1/8 scale (the same pixels as Pillow's; LOCSVC_JPEG_DECODE_THREADS)."
+    )
 
 
 class ClassPrediction(BaseModel):

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from app.core import jpeg8
 from app.errors import InvalidImage, PayloadTooLarge, UnsupportedMediaType
 
 # (magic prefix, offset, format name)
@@ -32,6 +33,15 @@ _SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
 )
 SUPPORTED_FORMATS = tuple(sorted({s[2] for s in _SIGNATURES}))
 _SWAPS_AXES = {5, 6, 7, 8}  # EXIF orientations that transpose width and height
+_ORIENT = {  # EXIF orientation -> the transpose that undoes it (as ImageOps.exif_transpose)
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 @dataclass(frozen=True)
@@ -46,6 +56,7 @@ class DecodedImage:
     mode: str
     frames: int
     orientation: int
+    decoder: str = "pillow"  # or "jpeg8": the 1/8-scale decoder of app.core.jpeg8
 
 
 def sniff_format(data: bytes) -> str:
@@ -82,19 +93,25 @@ def _to_rgb(im: Image.Image) -> Image.Image:
 
 
 def decode_image(
-    data: bytes, *, max_pixels: int, needed_fraction: Callable[[int, int], float] | None = None
+    data: bytes,
+    *,
+    max_pixels: int,
+    needed_fraction: Callable[[int, int], float] | None = None,
+    jpeg_threads: int = 0,
 ) -> DecodedImage:
     """Decode an upload.
 
     ``needed_fraction(width, height)`` (oriented size) tells what fraction of the full resolution the
     model needs along each axis (e.g. 224 / 4000); a JPEG is then decoded at the smallest DCT scale
-    that still gives that many pixels (Pillow's draft mode: 1/2, 1/4 or 1/8).
+    that still gives that many pixels (Pillow's draft mode: 1/2, 1/4 or 1/8).  When that scale is
+    1/8 and ``jpeg_threads`` > 0, :mod:`app.core.jpeg8` decodes it (same pixels, on up to two
+    threads); files it does not take go to Pillow.
     """
     if not data:
         raise InvalidImage("the upload is empty", field="image")
     fmt = sniff_format(data)
     try:
-        im = Image.open(io.BytesIO(data))
+        im: Image.Image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
         raise PayloadTooLarge(f"image has too many pixels ({exc})", field="image") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
@@ -114,14 +131,23 @@ def decode_image(
     mode = im.mode
     width, height = (h, w) if orientation in _SWAPS_AXES else (w, h)
     fraction = needed_fraction(width, height) if needed_fraction is not None else 1.0
+    decoder = "pillow"
     if fmt == "JPEG" and 0 < fraction < 1:
         im.draft("RGB", (max(1, math.ceil(w * fraction)), max(1, math.ceil(h * fraction))))
+        if jpeg_threads > 0 and getattr(im, "decoderconfig", ())[:1] == (jpeg8.SCALE,):  # Pillow chose 1/8
+            pixels = jpeg8.decode(data, jpeg_threads)
+            if pixels is not None and pixels.shape[:2] == (im.size[1], im.size[0]):
+                im = Image.fromarray(pixels)
+                decoder = "jpeg8"
     try:
         im.load()
-        oriented = ImageOps.exif_transpose(im) if orientation != 1 else im
+        if decoder == "jpeg8":  # a new image: no EXIF of its own to transpose by
+            oriented = im.transpose(_ORIENT[orientation]) if orientation in _ORIENT else im
+        else:
+            oriented = ImageOps.exif_transpose(im) if orientation != 1 else im
         rgb = _to_rgb(oriented)
     except Image.DecompressionBombError as exc:
         raise PayloadTooLarge(f"image has too many pixels ({exc})", field="image") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise InvalidImage(f"cannot decode the {fmt} image: it is corrupt or truncated", field="image") from exc
-    return DecodedImage(rgb, width, height, fmt, mode, frames, orientation)
+    return DecodedImage(rgb, width, height, fmt, mode, frames, orientation, decoder)

@@ -47,7 +47,9 @@ def prepare(data: bytes, model: LoadedModel, settings: Settings, region: Region 
         reg = _checked_region(region, width, height)
         return spec.needed_fraction(reg[2] - reg[0], reg[3] - reg[1]) if settings.jpeg_draft else 1.0
 
-    decoded = decode_image(data, max_pixels=settings.max_image_pixels, needed_fraction=needed)
+    decoded = decode_image(
+        data, max_pixels=settings.max_image_pixels, needed_fraction=needed, jpeg_threads=settings.jpeg_decode_threads
+    )
     reg = _checked_region(region, decoded.width, decoded.height)
     batch, fit = fit_image(decoded, spec, reg)
     return Prepared(decoded, batch, fit)
@@ -92,7 +94,10 @@ def box_out(xyxy: npt.ArrayLike, width: int, height: int) -> Box:
 
 
 def image_info(d: DecodedImage) -> ImageInfo:
-    return ImageInfo(width=d.width, height=d.height, format=d.format, mode=d.mode, exif_orientation=d.orientation, frames=d.frames)
+    return ImageInfo(
+        width=d.width, height=d.height, format=d.format, mode=d.mode, exif_orientation=d.orientation, frames=d.frames,
+        decoder="jpeg8" if d.decoder == "jpeg8" else "pillow",
+    )
 
 
 def class_prediction(model: LoadedModel, index: int, probs: npt.ArrayLike, logits: npt.ArrayLike) -> ClassPrediction:
