@@ -551,14 +551,14 @@ static void *run_finish(void *arg) {
     return NULL;
 }
 
-static int decode_speculative(const scan *sc, long *synced_at) {
+static int decode_speculative(const scan *sc, long split, long *synced_at) {
     const long total = sc->total_mcus * sc->bpm;
     const uint64_t total_bits = (uint64_t)sc->n * 8;
     const int bpm = sc->bpm;
     spec_job *job = (spec_job *)calloc(1, sizeof(spec_job));
     if (!job) return J8_NOMEM;
     job->sc = sc;
-    job->start_byte = sc->n / 2;
+    job->start_byte = (size_t)((unsigned long long)sc->n * (unsigned long long)split / 1000ULL);
     job->cap = total;
     size_t got = 0;
     job->scratch = (int16_t *)pool_take(((size_t)sc->total_mcus + 1) * (size_t)sc->rec * sizeof(int16_t), &got);
@@ -734,7 +734,8 @@ static void to_image(const scan *sc, uint8_t *out, long out_w, long out_h, int h
 /* ------------------------------------------------------------------------------ Python API */
 
 PyDoc_STRVAR(decode_doc,
-"decode(data, tables, slots, comps, mcus_x, total_mcus, restart, threads, out) -> (status, synced_at)\n\n"
+"decode(data, tables, slots, comps, mcus_x, total_mcus, restart, threads, out, out_w, out_h, split=500)\n"
+"  -> (status, synced_at)\n\n"
 "data: the bytes after the SOS header (entropy-coded data, then EOI and anything after).\n"
 "tables: 8 x 272 bytes: 4 DC then 4 AC tables, each 16 code counts then 256 symbol bytes.\n"
 "slots: per block of an MCU, 72 bytes: dc table, ac table, component, samples per side (1|2),\n"
@@ -746,15 +747,16 @@ PyDoc_STRVAR(decode_doc,
 "out: writable, out_h x out_w x ncomp bytes with out_w = ceil(width / 8), out_h = ceil(height / 8),\n"
 "  given as the last two arguments.\n"
 "status 0: decoded; negative: not decodable here (the caller falls back to a full decoder).\n"
-"synced_at: global block where the two threads met (-1 if they did not, or one thread ran).");
+"synced_at: global block where the two threads met (-1 if they did not, or one thread ran).\n"
+"split: where the second thread starts without restart markers, in thousandths of the data (tests).");
 
 static PyObject *py_decode(PyObject *self, PyObject *args) {
     Py_buffer data, tables, slots, comps, out;
     int threads;
-    long mcus_x, total_mcus, restart, out_w, out_h;
+    long mcus_x, total_mcus, restart, out_w, out_h, split = 500;
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*y*y*y*llliw*ll", &data, &tables, &slots, &comps, &mcus_x, &total_mcus, &restart,
-                          &threads, &out, &out_w, &out_h))
+    if (!PyArg_ParseTuple(args, "y*y*y*y*llliw*ll|l", &data, &tables, &slots, &comps, &mcus_x, &total_mcus, &restart,
+                          &threads, &out, &out_w, &out_h, &split))
         return NULL;
     int rc = J8_OK;
     long synced_at = -1;
@@ -766,7 +768,7 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
     int ncomp = (int)(comps.len / (28 * 4));
     if (tables.len != 8 * 272 || slots.len % 72 || bpm < 1 || bpm > MAX_SLOTS || comps.len % (28 * 4) ||
         (ncomp != 1 && ncomp != 3) || mcus_x < 1 || total_mcus < 1 || total_mcus % mcus_x || restart < 0 ||
-        restart > 65535 || out_w < 1 || out_h < 1 || total_mcus > (1L << 30) / bpm ||
+        restart > 65535 || out_w < 1 || out_h < 1 || split < 1 || split > 999 || total_mcus > (1L << 30) / bpm ||
         (unsigned long long)out.len != (unsigned long long)out_w * (unsigned long long)out_h * (unsigned)ncomp) {
         rc = J8_ARGS;
         goto done;
@@ -896,7 +898,7 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
             if (started) pthread_join(th, NULL);
             rc = a.rc ? a.rc : b2.rc;
         } else if (threads >= 2 && n >= 8192) {
-            rc = decode_speculative(sc, &synced_at);
+            rc = decode_speculative(sc, split, &synced_at);
         } else {
             bitreader r;
             unsigned int pred[4] = {0, 0, 0, 0};

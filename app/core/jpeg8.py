@@ -248,20 +248,24 @@ def layout(hd: Header) -> Layout | None:
     return Layout(mcus_x, mcus_y, bytes(slots), np.concatenate(comps).tobytes())
 
 
-def decode(data: bytes, threads: int = 2) -> npt.NDArray[np.uint8] | None:
-    """The image at 1/8 scale, ``ceil(h/8) x ceil(w/8)`` (x 3 for colour), as libjpeg decodes it; or None."""
-    if _native is None:
-        return None
-    hd = parse_header(data)
-    if hd is None:
-        return None
-    lay = layout(hd)
-    if lay is None:
-        return None
+def decode(data: bytes, threads: int = 2, *, split: int = 500) -> npt.NDArray[np.uint8] | None:
+    """The image at 1/8 scale, ``ceil(h/8) x ceil(w/8)`` (x 3 for colour), as libjpeg decodes it; or None.
+
+    ``threads``: 1 or 2.  ``split`` (tests): where the second thread starts, in thousandths of the data.
+    """
+    return decode_info(data, threads, split=split)[0]
+
+
+def decode_info(data: bytes, threads: int = 2, *, split: int = 500) -> tuple[npt.NDArray[np.uint8] | None, int]:
+    """:func:`decode`, and the block where the two threads met (-1: they did not, or one ran)."""
+    hd = parse_header(data) if _native is not None else None
+    lay = layout(hd) if hd is not None else None
+    if hd is None or lay is None:
+        return None, -1
     out_w, out_h = _ceil_div(hd.width, SCALE), _ceil_div(hd.height, SCALE)
     out = np.empty((out_h, out_w, 3) if len(hd.comps) == 3 else (out_h, out_w), dtype=np.uint8)
-    status, _ = _native.decode(
+    status, synced_at = _native.decode(
         memoryview(data)[hd.scan_offset :], hd.tables, lay.slots, lay.comps, lay.mcus_x,
-        lay.mcus_x * lay.mcus_y, hd.restart, threads, out, out_w, out_h,
+        lay.mcus_x * lay.mcus_y, hd.restart, threads, out, out_w, out_h, split,
     )
-    return out if status == 0 else None
+    return (out if status == 0 else None), int(synced_at)

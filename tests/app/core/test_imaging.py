@@ -132,3 +132,37 @@ def test_sniff_webp_needs_riff() -> None:
     assert sniff_format(b"RIFF\x00\x00\x00\x00WEBPVP8 ") == "WEBP"
     with pytest.raises(UnsupportedMediaType):
         sniff_format(b"XXXX\x00\x00\x00\x00WEBPVP8 ")
+
+
+def _photo_jpeg(w: int, h: int, orientation: int = 1, **save: object) -> bytes:
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    rgb = np.stack([128 + 100 * np.sin(x / (9 + 7 * k) + y / (13 + 3 * k)) for k in range(3)], axis=-1)
+    exif = Image.Exif()
+    if orientation != 1:
+        exif[0x0112] = orientation
+    return encode(Image.fromarray(rgb.astype(np.uint8)), "JPEG", exif=exif, quality=90, **save)
+
+
+@pytest.mark.skipif(not __import__("app.core.jpeg8", fromlist=["AVAILABLE"]).AVAILABLE, reason="C extension not built")
+@pytest.mark.parametrize("orientation", [1, 2, 3, 4, 5, 6, 7, 8])
+def test_jpeg8_path_gives_pillows_pixels_in_every_orientation(orientation: int) -> None:
+    """A photo read at 1/8 scale: the two-thread decoder and Pillow give the same oriented image."""
+    data = _photo_jpeg(2400, 1600, orientation)
+    need = lambda w, h: 224 / max(w, h)  # noqa: E731 - a model needing 224 px: Pillow picks 1/8
+    fast = decode_image(data, max_pixels=BIG, needed_fraction=need, jpeg_threads=2)
+    slow = decode_image(data, max_pixels=BIG, needed_fraction=need, jpeg_threads=0)
+    assert (fast.decoder, slow.decoder) == ("jpeg8", "pillow")
+    assert (fast.width, fast.height, fast.orientation) == (slow.width, slow.height, slow.orientation)
+    assert fast.image.size == slow.image.size == ((200, 300) if orientation >= 5 else (300, 200))
+    np.testing.assert_array_equal(np.asarray(fast.image), np.asarray(slow.image))
+
+
+def test_jpeg8_only_at_one_eighth_and_only_for_what_it_takes() -> None:
+    data = _photo_jpeg(2400, 1600)
+    half = decode_image(data, max_pixels=BIG, needed_fraction=lambda w, h: 0.3, jpeg_threads=2)
+    assert half.decoder == "pillow" and half.image.size == (1200, 800)  # Pillow's 1/2: not ours
+    progressive = _photo_jpeg(2400, 1600, progressive=True)
+    d = decode_image(progressive, max_pixels=BIG, needed_fraction=lambda w, h: 0.1, jpeg_threads=2)
+    assert d.decoder == "pillow" and d.image.size == (300, 200)
+    with pytest.raises(InvalidImage, match="corrupt or truncated"):  # truncated: still Pillow's 422
+        decode_image(data[: len(data) // 2], max_pixels=BIG, needed_fraction=lambda w, h: 0.1, jpeg_threads=2)
