@@ -248,15 +248,16 @@ def layout(hd: Header) -> Layout | None:
     return Layout(mcus_x, mcus_y, bytes(slots), np.concatenate(comps).tobytes())
 
 
-def decode(data: bytes, threads: int = 2, *, split: int = 500) -> npt.NDArray[np.uint8] | None:
+def decode(data: bytes, threads: int = 2, *, split: int = 400) -> npt.NDArray[np.uint8] | None:
     """The image at 1/8 scale, ``ceil(h/8) x ceil(w/8)`` (x 3 for colour), as libjpeg decodes it; or None.
 
-    ``threads``: 1 or 2.  ``split`` (tests): where the second thread starts, in thousandths of the data.
+    ``threads``: 1 or 2.  ``split``: where the second thread starts, in thousandths of the data (before the
+    middle: the first thread also finishes its blocks, the second only decodes; ``_jpeg8.c`` has the numbers).
     """
     return decode_info(data, threads, split=split)[0]
 
 
-def decode_info(data: bytes, threads: int = 2, *, split: int = 500) -> tuple[npt.NDArray[np.uint8] | None, int]:
+def decode_info(data: bytes, threads: int = 2, *, split: int = 400) -> tuple[npt.NDArray[np.uint8] | None, int]:
     """:func:`decode`, and the block where the two threads met (-1: they did not, or one ran)."""
     hd = parse_header(data) if _native is not None else None
     lay = layout(hd) if hd is not None else None

@@ -99,9 +99,9 @@ def test_threads_that_never_meet_still_give_the_same_pixels() -> None:
     rng = np.random.default_rng(11)
     im = Image.fromarray(rng.integers(0, 256, (1200, 1600, 3), dtype=np.uint8), "RGB")
     data = jpeg(im, quality=97)
-    got, met = jpeg8.decode_info(data, 2)
+    got, met = jpeg8.decode_info(data, 2, split=500)
     assert got is not None
-    assert met == -1  # the fallback path is what this test is about
+    assert met == -1  # the fallback path is what this test is about (this seed, this split)
     np.testing.assert_array_equal(got, pillow_eighth(data))
 
 
@@ -150,21 +150,23 @@ def test_bad_arguments_are_refused_not_crashed() -> None:
         assert status < 0
 
 
-_BASE = jpeg(photo(1024, 768, seed=13), quality=85, subsampling=2)
-_BASE_RST = jpeg(photo(1024, 768, seed=17), quality=85, restart_marker_blocks=8)
+_BASES = (
+    jpeg(photo(1024, 768, seed=13), quality=85, subsampling=2),
+    jpeg(photo(1024, 768, seed=17), quality=85, restart_marker_blocks=8),
+)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    base=st.sampled_from([_BASE, _BASE_RST]),
+    base=st.sampled_from(range(len(_BASES))),
     edits=st.lists(st.tuples(st.floats(0.0, 1.0), st.integers(0, 255)), min_size=1, max_size=6),
     threads=st.sampled_from([1, 2]),
 )
 def test_mutated_files_decode_like_pillow_or_step_aside(
-    base: bytes, edits: list[tuple[float, int]], threads: int
+    base: int, edits: list[tuple[float, int]], threads: int
 ) -> None:
     """Any corruption: either exactly Pillow's pixels, or None (and Pillow decides) — never anything else."""
-    data = bytearray(base)
+    data = bytearray(_BASES[base])
     for where, value in edits:
         data[min(len(data) - 1, int(where * len(data)))] = value
     got = jpeg8.decode(bytes(data), threads)
