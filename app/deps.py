@@ -17,6 +17,7 @@ from app.limits import InferenceLimiter
 from app.observability import Metrics
 from app.registry import Registry
 from app.schemas import Timings
+from app.services.common import JobSettings
 
 T = TypeVar("T")
 
@@ -49,8 +50,9 @@ class InferenceContext:
     settings: Settings
     metrics: Metrics
     limiter: InferenceLimiter
+    job_settings: JobSettings
 
-    async def run(self, model: str, job: Callable[[], T], timings: Callable[[T], Timings]) -> T:
+    async def run(self, model: str, job: Callable[[Settings], T], timings: Callable[[T], Timings]) -> T:
         """Wait for an inference slot (bounded queue, 503 beyond or after the queue timeout), then run the
         blocking job (upload read, decode, onnxruntime, post-processing) in the thread pool - one hop off
         the event loop - and record it (see :meth:`observe`).  The slot is held for the job only: it is
@@ -58,10 +60,11 @@ class InferenceContext:
         async with self.limiter.slot():
             return await anyio.to_thread.run_sync(self.observe, model, job, timings)
 
-    def observe(self, model: str, job: Callable[[], T], timings: Callable[[T], Timings]) -> T:
-        """Run an inference job, recording its stage timings or its failure reason."""
+    def observe(self, model: str, job: Callable[[Settings], T], timings: Callable[[T], Timings]) -> T:
+        """Run an inference job with the settings for the jobs running now (:class:`JobSettings`),
+        recording its stage timings or its failure reason."""
         try:
-            result = job()
+            result = job(self.job_settings(self.limiter.active))
         except ServiceError as exc:
             self.metrics.inference_failure.labels(model, exc.slug).inc()
             raise
@@ -77,7 +80,7 @@ async def inference_context(request: Request) -> InferenceContext:
     """Check readiness (503 while the models load).  ``async``: FastAPI runs a plain-``def`` dependency
     in the thread pool, a hop per request."""
     state = request.app.state
-    return InferenceContext(get_registry(request), state.settings, state.metrics, state.limiter)
+    return InferenceContext(get_registry(request), state.settings, state.metrics, state.limiter, state.job_settings)
 
 
 def require_api_key(request: Request, key: Annotated[str | None, Security(_api_key_header)]) -> None:

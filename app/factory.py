@@ -21,6 +21,7 @@ from app.problems import PROBLEM_RESPONSES, install_error_handlers
 from app.registry import Registry
 from app.routers import cam, localize, meta, page, pose
 from app.schemas import Problem
+from app.services.common import JobSettings
 
 log = logging.getLogger("app")
 
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.job_settings = JobSettings(settings)
     app.state.metrics = Metrics()
     app.state.registry = None
     app.state.shutting_down = False

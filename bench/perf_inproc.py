@@ -3,7 +3,9 @@
 Each request is the app's service function (``run_cam`` / ``run_localize`` / ``run_pose``): decode,
 fit, onnxruntime and post-processing, with the ``Settings`` read from the same ``LOCSVC_*``
 environment as the server.  ``concurrency`` threads post in a closed loop; a semaphore of
-``settings.max_concurrency`` admits them to the work, exactly as the server's inference limiter does.
+``settings.max_concurrency`` admits them to the work, exactly as the server's inference limiter does,
+and each job gets its settings from the server's own policy (``app.services.common.JobSettings``: the
+two-thread JPEG decoder only for a job that runs alone).
 
 ``python -m bench.perf_inproc`` is the worker the harness drives: it loads the registry once, then
 answers one JSON line per command read on stdin (``{"endpoint", "image", "concurrency", "duration_s"}``
@@ -23,30 +25,31 @@ from typing import Any
 
 from app.config import Settings
 from app.registry import LoadedModel, Registry
+from app.services.common import JobSettings
 from app.sidecar import Task
 from bench.loadgen import LoadResult
 
-Job = Callable[[bytes], object]
+Job = Callable[[bytes, Settings], object]
 
 
-def service_job(registry: Registry, settings: Settings, endpoint: str) -> Job:
-    """The service function behind ``endpoint`` (default parameters, default model), as ``data -> outcome``."""
+def service_job(registry: Registry, endpoint: str) -> Job:
+    """The service function behind ``endpoint`` (default parameters, default model), as ``(data, settings) -> outcome``."""
     task = Task(endpoint.strip("/"))
     model: LoadedModel = registry.get(task, None)
     if task is Task.cam:
         from app.services.cam import CamParams, run_cam
 
         cam_params = CamParams()
-        return lambda data: run_cam(model, data, cam_params, settings)
+        return lambda data, settings: run_cam(model, data, cam_params, settings)
     if task is Task.localize:
         from app.services.localize import LocalizeParams, run_localize
 
         loc_params = LocalizeParams()
-        return lambda data: run_localize(model, data, loc_params, settings)
+        return lambda data, settings: run_localize(model, data, loc_params, settings)
     from app.services.pose import PoseParams, run_pose
 
     pose_params = PoseParams()
-    return lambda data: run_pose(model, data, pose_params, settings)
+    return lambda data, settings: run_pose(model, data, pose_params, settings)
 
 
 class FifoGate:
@@ -55,6 +58,7 @@ class FifoGate:
 
     def __init__(self, slots: int) -> None:
         self._cond = threading.Condition()
+        self._slots = slots
         self._free = slots
         self._next = 0  # next ticket to hand out
         self._serving = 0  # lowest ticket not yet admitted
@@ -73,19 +77,26 @@ class FifoGate:
             self._free += 1
             self._cond.notify_all()
 
+    @property
+    def active(self) -> int:
+        """Holders now (as the server limiter's ``active``)."""
+        return self._slots - self._free
+
 
 def run_inprocess(
     job: Job,
     image: bytes,
     concurrency: int,
     duration_s: float,
-    max_concurrency: int,
+    settings: Settings,
     endpoint: str = "",
     max_requests: int | None = None,
 ) -> LoadResult:
-    """Closed loop over a thread pool: ``concurrency`` workers, at most ``max_concurrency`` in the job at once."""
+    """Closed loop over a thread pool: ``concurrency`` workers, at most ``settings.max_concurrency`` in the job
+    at once, each job with the settings the server would give it (:class:`JobSettings`)."""
     result = LoadResult(endpoint, concurrency, 0.0)
-    gate = FifoGate(max_concurrency)
+    gate = FifoGate(settings.max_concurrency)
+    job_settings = JobSettings(settings)
     lock = threading.Lock()
     sent = 0
     deadline = time.perf_counter() + duration_s
@@ -100,7 +111,7 @@ def run_inprocess(
             t0 = time.perf_counter()
             try:
                 with gate:
-                    job(image)
+                    job(image, job_settings(gate.active))
             except Exception:
                 with lock:
                     result.statuses[500] += 1
@@ -128,15 +139,13 @@ class InProcess:
 
     def job(self, endpoint: str) -> Job:
         if endpoint not in self._jobs:
-            self._jobs[endpoint] = service_job(self.registry, self.settings, endpoint)
+            self._jobs[endpoint] = service_job(self.registry, endpoint)
         return self._jobs[endpoint]
 
     def run(
         self, endpoint: str, image: bytes, concurrency: int, duration_s: float, max_requests: int | None = None
     ) -> LoadResult:
-        return run_inprocess(
-            self.job(endpoint), image, concurrency, duration_s, self.settings.max_concurrency, endpoint, max_requests
-        )
+        return run_inprocess(self.job(endpoint), image, concurrency, duration_s, self.settings, endpoint, max_requests)
 
 
 def serve_stdio() -> None:

@@ -32,6 +32,25 @@ class Stopwatch:
         return round(ms, 3)
 
 
+class JobSettings:
+    """The settings an inference job runs with, given how many jobs run at that moment (itself included).
+
+    Splitting a JPEG's decoding over two threads (``jpeg_decode_threads`` = 2) shortens one request
+    but costs CPU (12.4 ms of CPU against Pillow's 9.9 ms for a 12 MP photo): it pays only while a core
+    would otherwise be idle.  So a job that runs alone gets the settings as they are, and a job that
+    shares the CPU with another gets them with the JPEG decoding left to Pillow.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.alone = settings
+        self.shared = (
+            settings.model_copy(update={"jpeg_decode_threads": 0}) if settings.jpeg_decode_threads >= 2 else settings
+        )
+
+    def __call__(self, running: int) -> Settings:
+        return self.alone if running <= 1 else self.shared
+
+
 @dataclass(frozen=True)
 class Prepared:
     decoded: DecodedImage

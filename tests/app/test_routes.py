@@ -209,3 +209,15 @@ async def test_openapi_documents_the_image_body(client: httpx.AsyncClient) -> No
         form = body["content"]["multipart/form-data"]["schema"]
         assert form["required"] == ["image"] and "$ref" not in form
     assert not [name for name in spec["components"]["schemas"] if name.startswith("Body_")]
+
+
+def test_job_settings_split_the_jpeg_decoding_only_for_a_job_alone() -> None:
+    from app.config import Settings
+    from app.services.common import JobSettings
+
+    policy = JobSettings(Settings(jpeg_decode_threads=2))
+    assert policy(1).jpeg_decode_threads == 2
+    assert policy(2).jpeg_decode_threads == 0 and policy(5).jpeg_decode_threads == 0
+    assert policy(2).max_concurrency == policy(1).max_concurrency  # only the decoder changes
+    single = JobSettings(Settings(jpeg_decode_threads=1))
+    assert single(1).jpeg_decode_threads == single(3).jpeg_decode_threads == 1

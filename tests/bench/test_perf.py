@@ -58,18 +58,23 @@ def test_fifo_gate_bounds_concurrency() -> None:
     inside, peak = 0, 0
     lock = threading.Lock()
 
-    def job(_: bytes) -> None:
+    threads_seen: set[int] = set()
+
+    def job(_: bytes, settings: Settings) -> None:
         nonlocal inside, peak
         with lock:
             inside += 1
             peak = max(peak, inside)
+            threads_seen.add(settings.jpeg_decode_threads)
         time.sleep(0.002)
         with lock:
             inside -= 1
 
-    res = run_inprocess(job, b"", concurrency=6, duration_s=30, max_concurrency=2, max_requests=40)
+    settings = Settings(max_concurrency=2, jpeg_decode_threads=2)
+    res = run_inprocess(job, b"", concurrency=6, duration_s=30, settings=settings, max_requests=40)
     assert res.statuses == {200: 40}
     assert peak <= 2
+    assert threads_seen == {0, 2}  # the first job ran alone (split decoder), the others shared the CPU (Pillow)
     with gate:
         pass
 
