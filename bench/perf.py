@@ -598,6 +598,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "ort_spinning",
                 "max_concurrency",
                 "jpeg_draft",
+                "jpeg_decode_threads",
                 "cam_max_side",
             )
         }

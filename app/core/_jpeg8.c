@@ -437,57 +437,6 @@ static void *run_intervals(void *arg) {
 
 /* ------------------------------------------------------------------------- speculative mode */
 
-/* Reusable buffers: fresh large allocations cost page faults on every request (a 12 MP photo needs
- * ~8 MB of them).  At most POOL_SLOTS buffers of at most POOL_MAX bytes each are kept. */
-#define POOL_SLOTS 8
-#define POOL_MAX ((size_t)64 << 20)
-static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
-static void *pool_buf[POOL_SLOTS];
-static size_t pool_size[POOL_SLOTS];
-
-static void *pool_take(size_t size, size_t *got) {
-    void *p = NULL;
-    int best = -1;
-    pthread_mutex_lock(&pool_lock);
-    for (int i = 0; i < POOL_SLOTS; i++)
-        if (pool_buf[i] && pool_size[i] >= size && (best < 0 || pool_size[i] < pool_size[best])) best = i;
-    if (best >= 0) {
-        p = pool_buf[best];
-        *got = pool_size[best];
-        pool_buf[best] = NULL;
-        pool_size[best] = 0;
-    }
-    pthread_mutex_unlock(&pool_lock);
-    if (!p) {
-        p = malloc(size);
-        *got = size;
-    }
-    return p;
-}
-
-static void pool_give(void *p, size_t size) {
-    if (!p) return;
-    if (size <= POOL_MAX) {
-        pthread_mutex_lock(&pool_lock);
-        int slot = -1;
-        for (int i = 0; i < POOL_SLOTS; i++) {
-            if (!pool_buf[i]) {
-                slot = i;
-                break;
-            }
-            if (pool_size[i] < size && (slot < 0 || pool_size[i] < pool_size[slot])) slot = i;
-        }
-        if (slot >= 0) { /* an empty slot, or the smallest buffer smaller than this one */
-            void *old = pool_buf[slot];
-            pool_buf[slot] = p;
-            pool_size[slot] = size;
-            p = old;
-        }
-        pthread_mutex_unlock(&pool_lock);
-    }
-    free(p);
-}
-
 #define RING 64
 
 typedef struct {
@@ -580,8 +529,7 @@ static int decode_speculative(const scan *sc, long split, long *synced_at) {
     job->sc = sc;
     job->start_byte = (size_t)((unsigned long long)sc->n * (unsigned long long)split / 1000ULL);
     job->cap = total;
-    size_t got = 0;
-    job->scratch = (int16_t *)pool_take(((size_t)sc->total_mcus + 1) * (size_t)sc->rec * sizeof(int16_t), &got);
+    job->scratch = (int16_t *)malloc(((size_t)sc->total_mcus + 1) * (size_t)sc->rec * sizeof(int16_t));
     if (!job->scratch) {
         free(job);
         return J8_NOMEM;
@@ -666,7 +614,7 @@ static int decode_speculative(const scan *sc, long split, long *synced_at) {
         rc = J8_OVERRUN;
     }
     if (!rc && bad_a) rc = J8_RANGE;
-    pool_give(job->scratch, got);
+    free(job->scratch);
     free(job);
     return rc;
 }
@@ -809,7 +757,6 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
     long synced_at = -1;
     scan *sc = NULL;
     uint8_t *clean = NULL, *planes = NULL;
-    size_t clean_size = 0, planes_size = 0;
     size_t *rst_off = NULL;
     int bpm = (int)(slots.len / 72);
     int ncomp = (int)(comps.len / (28 * 4));
@@ -904,11 +851,11 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
         if (rc) goto done;
     }
     long n_intervals = restart ? (total_mcus + restart - 1) / restart : 1;
-    clean = (uint8_t *)pool_take((size_t)data.len + 8, &clean_size);
+    clean = (uint8_t *)malloc((size_t)data.len + 8);
     rst_off = (size_t *)calloc((size_t)n_intervals + 1, sizeof(size_t));
     size_t plane_bytes = 0;
     for (int k = 0; k < ncomp; k++) plane_bytes += (size_t)(sc->comps[k].pw * sc->comps[k].ph);
-    planes = (uint8_t *)pool_take(plane_bytes, &planes_size);
+    planes = (uint8_t *)malloc(plane_bytes);
     if (planes) {
         uint8_t *at = planes;
         for (int k = 0; k < ncomp; k++) {
@@ -957,8 +904,8 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
     }
     Py_END_ALLOW_THREADS
 done:
-    pool_give(planes, planes_size);
-    pool_give(clean, clean_size);
+    free(planes);
+    free(clean);
     free(rst_off);
     free(sc);
     PyBuffer_Release(&data);

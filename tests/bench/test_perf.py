@@ -265,3 +265,22 @@ def test_arena_settings_serve(tiny_models_dir: Path, arena: str) -> None:
     runner = InProcess(Settings(models_dir=tiny_models_dir, intra_op_threads=1, ort_arena=arena))  # type: ignore[arg-type]
     res = runner.run("/cam", encode(noise_image(64, 48)), concurrency=2, duration_s=30, max_requests=3)
     assert res.statuses == {200: 3}
+
+
+@pytest.mark.anyio
+async def test_asgi_floor_app_serves_the_same_job(tiny_models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench.asgi_floor's bare callable runs the service function and answers its JSON; 404 elsewhere."""
+    import httpx
+
+    from bench.asgi_floor import app_factory
+
+    monkeypatch.setenv("LOCSVC_MODELS_DIR", str(tiny_models_dir))
+    monkeypatch.setenv("LOCSVC_INTRA_OP_THREADS", "1")
+    app = app_factory()
+    data = encode(noise_image(80, 60))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
+        r = await c.post("/localize", content=data)
+        assert r.status_code == 200
+        body = r.json()
+        assert body["image"]["width"] == 80 and "box" in body and body["label"]["name"]
+        assert (await c.post("/nowhere", content=data)).status_code == 404
