@@ -30,7 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define LOOKAHEAD 9
+#define LOOKAHEAD 10
 #define MAX_SLOTS 10
 #define WINDOW 4096 /* block starts of the second thread the first one may look through */
 /* Where the second thread starts, in thousandths of the data: before the middle, because the first

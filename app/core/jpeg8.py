@@ -9,8 +9,9 @@ arithmetic** (``jpeg_idct_1x1``, ``jpeg_idct_2x2`` of ``jidctred.c``, ``ycc_rgb_
 
 It takes baseline and extended-sequential Huffman JPEGs, 8-bit, greyscale or YCbCr with 4:4:4, 4:2:2
 or 4:2:0 sampling, with or without restart markers: what cameras and phones write.  Anything else —
-progressive, arithmetic-coded, CMYK, Adobe RGB, a missing table, a truncated or corrupt scan — returns
-``None`` and the caller decodes with Pillow as before (which then also gives the error, if any).
+progressive, arithmetic-coded, CMYK, Adobe RGB, a missing table, a truncated or corrupt scan, a header that
+libjpeg would refuse (its fatal checks on segment lengths and sizes are repeated here) — returns ``None`` and
+the caller decodes with Pillow as before (which then also gives the error, if any).
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ _ZIGZAG = np.array(
     dtype=np.intp,
 )
 _RED = (0, 1, 3, 5, 7)  # rows and columns of the coefficients jpeg_idct_2x2 reads
+_MAX_SIDE = 65500  # JPEG_MAX_DIMENSION
+# marker segments this parser reads or skips before the scan: SOF0-15, DHT, DAC, DQT, DRI, SOS, EOI, APP0-15, COM
+_SEGMENTS = frozenset([*range(0xC0, 0xD0), 0xD9, 0xDA, 0xDB, 0xDD, *range(0xE0, 0xF0), 0xFE])
 
 
 @dataclass(frozen=True)
@@ -95,9 +99,8 @@ def _parse(data: bytes) -> Header:
         if m == 0xFF:  # fill byte
             i += 1
             continue
-        if m == 0x01 or 0xD0 <= m <= 0xD8:
-            i += 2
-            continue
+        if m not in _SEGMENTS:
+            raise _NotTaken  # TEM, RSTn, a second SOI, DNL, JPG extensions, unknown codes: rare, left to libjpeg
         length = _be16(data, i + 2)
         end = i + 2 + length
         if length < 2 or end > n:
@@ -107,9 +110,13 @@ def _parse(data: bytes) -> Header:
             if sof is not None or len(seg) < 6 or seg[0] != 8:
                 raise _NotTaken
             h, w, nf = _be16(seg, 1), _be16(seg, 3), seg[5]
-            if h == 0 or w == 0 or nf not in (1, 3) or len(seg) < 6 + 3 * nf:
+            # as libjpeg's get_sof: exact length, no empty or over-large image (JERR_BAD_LENGTH, _EMPTY_IMAGE,
+            # _IMAGE_TOO_BIG are fatal there: Pillow then refuses the file, and so must we)
+            if not (0 < h <= _MAX_SIDE and 0 < w <= _MAX_SIDE) or nf not in (1, 3) or len(seg) != 6 + 3 * nf:
                 raise _NotTaken
             comps = [(seg[6 + 3 * k], seg[7 + 3 * k] >> 4, seg[7 + 3 * k] & 15, seg[8 + 3 * k]) for k in range(nf)]
+            if len({c[0] for c in comps}) != nf:
+                raise _NotTaken  # repeated component ids: libjpeg's own repair, left to it
             sof = (w, h, comps)
         elif 0xC2 <= m <= 0xCF and m not in (0xC4, 0xC8, 0xCC):
             raise _NotTaken  # progressive, lossless, arithmetic or hierarchical
@@ -140,7 +147,7 @@ def _parse(data: bytes) -> Header:
                 qt[tq] = nat
                 p += 1 + size
         elif m == 0xDD:
-            if len(seg) < 2:
+            if len(seg) != 2:  # get_dri: length must be 4
                 raise _NotTaken
             restart = _be16(seg, 0)
         elif m == 0xE0 and seg[:5] == b"JFIF\x00":
@@ -169,8 +176,8 @@ def _scan_header(
         raise _NotTaken
     w, h, frame = sof
     ns = seg[0]
-    if ns != len(frame) or len(seg) < 4 + 2 * ns:
-        raise _NotTaken  # one scan per component (non-interleaved colour) is left to Pillow
+    if ns != len(frame) or len(seg) != 4 + 2 * ns:  # get_sos: length must be 6 + 2 Ns
+        raise _NotTaken  # (and one scan per component, non-interleaved colour, is left to Pillow)
     ss, se, ahal = seg[1 + 2 * ns], seg[2 + 2 * ns], seg[3 + 2 * ns]
     if ss != 0 or se != 63 or ahal != 0:
         raise _NotTaken
