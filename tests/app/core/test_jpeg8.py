@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -214,3 +215,26 @@ def test_mutated_headers_decode_like_pillow_or_step_aside(base: int, edits: list
     except (OSError, SyntaxError, ValueError) as exc:
         pytest.fail(f"decoded a file Pillow refuses ({exc})")
     np.testing.assert_array_equal(got, np.asarray(im))
+
+
+@pytest.mark.data
+def test_real_photos_from_the_datasets(shared_data: Path) -> None:
+    """Real encoders' files (LSP, LSPET, Tiny ImageNet): every one decodes to Pillow's 1/8 pixels.  All 21,000
+    of them were checked once (docs/performance.md, section 8); here every 20th, about 1,000 files."""
+    files = sorted((shared_data / "lsp_train" / "images").glob("*.jpg"))
+    files += sorted((shared_data / "lspet" / "images").glob("*.jpg"))
+    files += sorted((shared_data / "tiny_imagenet_200" / "val" / "images").glob("*.JPEG"))
+    checked = 0
+    for f in files[::20]:
+        data = f.read_bytes()
+        im = Image.open(io.BytesIO(data))
+        w, h = im.size
+        im.draft(im.mode if im.mode == "L" else "RGB", (max(1, w // 8), max(1, h // 8)))
+        if im.decoderconfig[:1] != (8,):
+            continue
+        got = jpeg8.decode(data, 2)
+        im.load()
+        assert got is not None, f.name
+        np.testing.assert_array_equal(got, np.asarray(im), err_msg=f.name)
+        checked += 1
+    assert checked >= 1000
