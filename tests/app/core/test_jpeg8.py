@@ -157,6 +157,27 @@ _BASES = (
 )
 
 
+def assert_like_pillow_or_declined(data: bytes, threads: int) -> None:
+    """jpeg8's result is None, or exactly what Pillow gives on the service's path: Pillow opens the file and
+    chooses 1/8 (else the service never calls jpeg8), then decodes it without error (else jpeg8 must decline)."""
+    got = jpeg8.decode(data, threads)
+    if got is None:
+        return
+    try:
+        im = Image.open(io.BytesIO(data))
+    except (OSError, SyntaxError, ValueError):
+        return  # the service answers 422 before it would call jpeg8
+    try:
+        w, h = im.size
+        im.draft("RGB", (max(1, w // 8), max(1, h // 8)))
+        if im.decoderconfig[0] != 8:
+            return
+        im.load()
+    except (OSError, SyntaxError, ValueError) as exc:
+        pytest.fail(f"decoded a file Pillow refuses ({exc})")
+    np.testing.assert_array_equal(got, np.asarray(im))
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     base=st.sampled_from(range(len(_BASES))),
@@ -170,22 +191,7 @@ def test_mutated_files_decode_like_pillow_or_step_aside(
     data = bytearray(_BASES[base])
     for where, value in edits:
         data[min(len(data) - 1, int(where * len(data)))] = value
-    got = jpeg8.decode(bytes(data), threads)
-    if got is None:
-        return
-    try:
-        im = Image.open(io.BytesIO(bytes(data)))
-    except (OSError, SyntaxError, ValueError):
-        return  # the service answers 422 before it would call jpeg8
-    try:
-        w, h = im.size
-        im.draft("RGB", (max(1, w // 8), max(1, h // 8)))
-        if im.decoderconfig[0] != 8:
-            return  # the service would not call jpeg8 for this file
-        im.load()
-    except (OSError, SyntaxError, ValueError) as exc:
-        pytest.fail(f"decoded a file Pillow refuses ({exc})")
-    np.testing.assert_array_equal(got, np.asarray(im))
+    assert_like_pillow_or_declined(bytes(data), threads)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -199,22 +205,7 @@ def test_mutated_headers_decode_like_pillow_or_step_aside(base: int, edits: list
     data = bytearray(_BASES[base])
     for where, value in edits:
         data[where] = value
-    got = jpeg8.decode(bytes(data), 2)
-    if got is None:
-        return
-    try:
-        im = Image.open(io.BytesIO(bytes(data)))
-    except (OSError, SyntaxError, ValueError):
-        return  # the service answers 422 before it would call jpeg8
-    try:
-        w, h = im.size
-        im.draft("RGB", (max(1, w // 8), max(1, h // 8)))
-        if im.decoderconfig[0] != 8:
-            return  # the service would not call jpeg8 for this file
-        im.load()
-    except (OSError, SyntaxError, ValueError) as exc:
-        pytest.fail(f"decoded a file Pillow refuses ({exc})")
-    np.testing.assert_array_equal(got, np.asarray(im))
+    assert_like_pillow_or_declined(bytes(data), 2)
 
 
 @pytest.mark.data
