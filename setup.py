@@ -1,7 +1,7 @@
 """Build of the one C extension, ``app.core._jpeg8`` (the project's metadata is in pyproject.toml).
 
 It is optional: where no C compiler is available the install still succeeds and every JPEG is decoded
-by Pillow, as before (``app.core.jpeg8.AVAILABLE`` is then False and ``GET /models`` ... unchanged).
+by Pillow, as before (``app.core.jpeg8.AVAILABLE`` is then False; the service logs it when it is ready).
 """
 
 from setuptools import Extension, setup

@@ -14,6 +14,7 @@ from PIL import Image
 
 from app import __version__
 from app.config import Settings
+from app.core import jpeg8
 from app.deps import require_api_key
 from app.limits import BodySizeLimitMiddleware, InferenceLimiter
 from app.observability import Metrics, ObservabilityMiddleware, configure_logging
@@ -48,7 +49,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     registry = await anyio.to_thread.run_sync(Registry.load, settings)
     app.state.registry = registry
     app.state.metrics.models_loaded.set(len(registry.models))
-    log.info("ready", extra={"models": sorted(registry.models)})
+    log.info(
+        "ready",
+        extra={
+            "models": sorted(registry.models),
+            "jpeg_decoder": f"jpeg8, {settings.jpeg_decode_threads} thread(s)"
+            if jpeg8.AVAILABLE and settings.jpeg_decode_threads
+            else "pillow",
+        },
+    )
     try:
         yield
     finally:
