@@ -40,6 +40,8 @@ ARGS = [
     "--disable-quic",
 ]
 TIMEOUT_MS = 20_000
+# Waits are selectors or locators, never wait_for_function: when its condition is not yet true, playwright polls
+# a string predicate with eval inside the page, which the page's CSP (script-src 'self') refuses - a flake.
 API_KEY = "k"
 
 
@@ -108,7 +110,14 @@ class Page:
     def run(self, task: str, expect: str = "done") -> None:
         self.page.select_option("#task", task)
         self.page.click("#run")
-        self.page.wait_for_selector(f"body[data-state={expect}]")
+        try:
+            self.page.wait_for_selector(f"body[data-state={expect}]")
+        except sync_api.TimeoutError:
+            state = self.page.evaluate("document.body.dataset.state")
+            pytest.fail(
+                f"page state {state!r}, not {expect!r}, after {TIMEOUT_MS} ms; status: {self.text('#status')!r}; "
+                f"json: {self.text('#json')[:500]!r}; script errors: {self.errors}; last requests: {self.requests[-6:]}"
+            )
 
     def text(self, selector: str) -> str:
         return str(self.page.text_content(selector) or "")
@@ -226,7 +235,7 @@ def test_cam(servers: dict[str, Server], browser: Any, cat: Path) -> None:
     # Another class: its own label, map and box.
     second = body["classes"][1]
     p.page.select_option("#class-picker", "1")
-    p.page.wait_for_function("n => document.getElementById('result-label').textContent.includes(n)", arg=second["name"])
+    p.page.locator("#result-label", has_text=second["name"]).wait_for()
     again = p.canvas()
     assert np.abs(again - first).mean() > 1.0
     assert_box_drawn(again, box_on_canvas(second["box"], scale))
@@ -235,7 +244,7 @@ def test_cam(servers: dict[str, Server], browser: Any, cat: Path) -> None:
 
 def test_api_key(servers: dict[str, Server], browser: Any, cat: Path) -> None:
     p = Page(browser, servers["keyed"].url)
-    p.page.wait_for_function("document.getElementById('models').textContent.includes('API key')")
+    p.page.wait_for_selector("#models >> text=API key")
     p.choose(cat)
     p.run("cam", expect="error")
     assert "401" in p.text("#status") and "missing or wrong X-API-Key header" in p.text("#status")
@@ -244,11 +253,13 @@ def test_api_key(servers: dict[str, Server], browser: Any, cat: Path) -> None:
     p.screenshot("page-401.png")
 
     p.page.fill("#api-key", API_KEY)
+    p.page.press("#api-key", "Tab")  # as a user leaves the field: the page lists the models with the key
+    p.page.wait_for_selector("#models >> text=/^models:/")
     p.run("cam")
     assert "cat" in p.text("#result-label").lower()
     p.page.reload()  # the key is remembered
     assert p.page.input_value("#api-key") == API_KEY
-    p.page.wait_for_function("document.getElementById('models').textContent.startsWith('models:')")
+    p.page.wait_for_selector("#models >> text=/^models:/")
     p.close()
 
 
@@ -280,9 +291,7 @@ def test_task_without_model(servers: dict[str, Server], browser: Any, cat: Path,
     if f"/{task}" in served(servers["open"]):
         pytest.skip(f"a model in {REPO_MODELS} serves /{task}: test_task_result covers it")
     p = Page(browser, servers["open"].url)
-    p.page.wait_for_function(
-        f"document.querySelector('#task option[value={task}]').textContent.endsWith('(no model loaded)')"
-    )
+    p.page.locator(f"#task option[value={task}]", has_text="(no model loaded)").wait_for(state="attached")
     p.choose(cat)
     p.run(task, expect="error")
     assert f"no {task} model is loaded" in p.text("#status") and "try another task" in p.text("#status")
@@ -329,7 +338,7 @@ def test_model_picker(servers: dict[str, Server], browser: Any, cat: Path) -> No
         pytest.skip(f"no model in {REPO_MODELS} serves /localize")
     p = Page(browser, servers["open"].url)
     p.page.select_option("#task", "localize")
-    p.page.wait_for_function(f"document.querySelectorAll('#model option').length === {len(localize) + 1}")
+    p.page.locator(f"#model option:nth-child({len(localize) + 1})").wait_for(state="attached")
     options = p.page.eval_on_selector_all("#model option", "els => els.map((e) => e.value)")
     assert options == ["", *localize]
     p.choose(cat)
