@@ -1,25 +1,27 @@
 /*
- * Entropy decoding of a baseline (sequential, Huffman, 8-bit) JPEG scan for 1/8-scale output,
- * optionally on two threads.
+ * A baseline (sequential, Huffman, 8-bit) JPEG scan decoded at 1/8 scale, on one or two threads.
  *
- * What it does: walks every block of the scan and keeps, per block, only the coefficients that a
- * 1/8-scale inverse DCT needs (the DC term for a 1x1 output, 25 terms for a 2x2 output), the DC
- * terms made absolute (predictor per component, reset at restart markers), exactly as libjpeg keeps
- * them.  Everything else (headers, dequantization, reduced IDCT, colour conversion) is done by the
- * caller (app/core/jpeg8.py), which also falls back to Pillow whenever this returns an error.
+ * The caller (app/core/jpeg8.py) parses the headers and describes the scan: Huffman tables, the blocks
+ * of an MCU, each component's sampling and quantization.  This file entropy-decodes every block, keeps
+ * only the terms the reduced inverse DCT needs (the DC term for a 1x1 output, 25 terms for the 2x2
+ * output of 4:2:0 chroma), and finishes with libjpeg's own integer arithmetic: jpeg_idct_1x1,
+ * jpeg_idct_2x2, box replication for 4:2:2 chroma, ycc_rgb_convert.  The result is the image Pillow's
+ * draft mode gives at 1/8, bit for bit; anything this cannot reproduce exactly returns an error, and
+ * the caller decodes with Pillow instead.
  *
  * Two threads: with restart markers the scan splits exactly at an interval boundary.  Without them,
- * the second thread starts decoding at the middle of the data from a guessed state (block start,
- * first block of an MCU) and records where each of its blocks starts; Huffman codes resynchronize,
- * so the first thread, on reaching the middle, finds one of its own block starts (same bit position,
- * same place in the MCU) among the second thread's, and from there on both decode the same symbols
- * (the decoder's state is just that position; DC terms are kept as differences until the end).  If
- * no common block start is found the first thread decodes the rest itself: the output is the same
- * either way, only the time differs.
+ * the second thread starts at DEFAULT_SPLIT of the data from a guessed state (block start, first block
+ * of an MCU) and records where its first WINDOW blocks start.  Huffman codes resynchronize, so the first
+ * thread, on reaching that point, finds one of its own block starts (same bit position, same place in
+ * the MCU) among the second thread's; from there on both decode the same symbols (the decoder's state is
+ * just that position; DC terms are kept as differences until the two parts are joined).  The first
+ * thread finishes its blocks into samples as it goes; the second thread's records are finished on both
+ * threads after the meeting.  If no common block start is found, the first thread decodes the rest
+ * itself: the output is the same either way, only the time differs.
  *
- * Safety: every read is bounds-checked (past the end the bit reader yields zero bits, as libjpeg
- * does, and the caller is told the data ran out); every write is to an index checked against the
- * caller's buffer size; Huffman tables are validated as libjpeg validates them.
+ * Safety: every read is bounds-checked (past the end the bit reader yields zero bits, as libjpeg does,
+ * and the caller is told the data ran out); every write goes to an index derived from sizes checked
+ * against the caller's buffers; Huffman tables are validated as libjpeg validates them.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

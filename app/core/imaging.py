@@ -13,6 +13,7 @@ import io
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -33,6 +34,7 @@ _SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
 )
 SUPPORTED_FORMATS = tuple(sorted({s[2] for s in _SIGNATURES}))
 _SWAPS_AXES = {5, 6, 7, 8}  # EXIF orientations that transpose width and height
+Decoder = Literal["pillow", "jpeg8"]  # what decoded the pixels: Pillow, or app.core.jpeg8 (1/8 scale)
 _ORIENT = {  # EXIF orientation -> the transpose that undoes it (as ImageOps.exif_transpose)
     2: Image.Transpose.FLIP_LEFT_RIGHT,
     3: Image.Transpose.ROTATE_180,
@@ -56,7 +58,7 @@ class DecodedImage:
     mode: str
     frames: int
     orientation: int
-    decoder: str = "pillow"  # or "jpeg8": the 1/8-scale decoder of app.core.jpeg8
+    decoder: Decoder = "pillow"
 
 
 def sniff_format(data: bytes) -> str:
@@ -131,7 +133,7 @@ def decode_image(
     mode = im.mode
     width, height = (h, w) if orientation in _SWAPS_AXES else (w, h)
     fraction = needed_fraction(width, height) if needed_fraction is not None else 1.0
-    decoder = "pillow"
+    decoder: Decoder = "pillow"
     if fmt == "JPEG" and 0 < fraction < 1:
         im.draft("RGB", (max(1, math.ceil(w * fraction)), max(1, math.ceil(h * fraction))))
         if jpeg_threads > 0 and getattr(im, "decoderconfig", ())[:1] == (jpeg8.SCALE,):  # Pillow chose 1/8

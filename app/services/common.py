@@ -115,7 +115,7 @@ def box_out(xyxy: npt.ArrayLike, width: int, height: int) -> Box:
 def image_info(d: DecodedImage) -> ImageInfo:
     return ImageInfo(
         width=d.width, height=d.height, format=d.format, mode=d.mode, exif_orientation=d.orientation, frames=d.frames,
-        decoder="jpeg8" if d.decoder == "jpeg8" else "pillow",
+        decoder=d.decoder,
     )
 
 
