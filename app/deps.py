@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, TypeVar
+from typing import Annotated, Protocol, TypeVar
 
 import anyio
 from fastapi import Depends, File, Request, Security, UploadFile
@@ -16,10 +16,20 @@ from app.errors import InvalidParameter, NotReady, ServiceError, Unauthorized, U
 from app.limits import InferenceLimiter
 from app.observability import Metrics
 from app.registry import Registry
-from app.schemas import Timings
+from app.schemas import ImageInfo, Timings
 from app.services.common import JobSettings
 
 T = TypeVar("T")
+
+
+class Answer(Protocol):
+    """What every inference response has: its stage timings and what was read of the image."""
+
+    @property
+    def timings(self) -> Timings: ...
+
+    @property
+    def image(self) -> ImageInfo: ...
 
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="Needed when the service runs with LOCSVC_API_KEY set.")
 
@@ -52,23 +62,25 @@ class InferenceContext:
     limiter: InferenceLimiter
     job_settings: JobSettings
 
-    async def run(self, model: str, job: Callable[[Settings], T], timings: Callable[[T], Timings]) -> T:
+    async def run(self, model: str, job: Callable[[Settings], T], answer: Callable[[T], Answer]) -> T:
         """Wait for an inference slot (bounded queue, 503 beyond or after the queue timeout), then run the
         blocking job (upload read, decode, onnxruntime, post-processing) in the thread pool - one hop off
         the event loop - and record it (see :meth:`observe`).  The slot is held for the job only: it is
         free again before the response is serialized and sent."""
         async with self.limiter.slot():
-            return await anyio.to_thread.run_sync(self.observe, model, job, timings)
+            return await anyio.to_thread.run_sync(self.observe, model, job, answer)
 
-    def observe(self, model: str, job: Callable[[Settings], T], timings: Callable[[T], Timings]) -> T:
+    def observe(self, model: str, job: Callable[[Settings], T], answer: Callable[[T], Answer]) -> T:
         """Run an inference job with the settings for the jobs running now (:class:`JobSettings`),
-        recording its stage timings or its failure reason."""
+        recording its stage timings and decoder, or its failure reason."""
         try:
             result = job(self.job_settings(self.limiter.active))
         except ServiceError as exc:
             self.metrics.inference_failure.labels(model, exc.slug).inc()
             raise
-        t = timings(result)
+        done = answer(result)
+        t = done.timings
+        self.metrics.decodes.labels(done.image.format, done.image.decoder).inc()
         self.metrics.preprocess.labels(model).observe(t.decode_ms / 1000)
         self.metrics.compute.labels(model).observe(t.inference_ms / 1000)
         self.metrics.postprocess.labels(model).observe(t.postprocess_ms / 1000)

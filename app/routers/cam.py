@@ -58,6 +58,6 @@ async def cam(
         overlay=overlay or format is OutputFormat.png,
     )
     outcome = await ctx.run(
-        served.name, lambda settings: run_cam(served, image.read(), params, settings), lambda o: o.response.timings
+        served.name, lambda settings: run_cam(served, image.read(), params, settings), lambda o: o.response
     )
     return png_response(outcome.png) if format is OutputFormat.png else outcome.response

@@ -36,6 +36,6 @@ async def localize(
     served = ctx.registry.get(Task.localize, model)
     params = LocalizeParams(top_k=top_k, overlay=overlay or format is OutputFormat.png)
     outcome = await ctx.run(
-        served.name, lambda settings: run_localize(served, image.read(), params, settings), lambda o: o.response.timings
+        served.name, lambda settings: run_localize(served, image.read(), params, settings), lambda o: o.response
     )
     return png_response(outcome.png) if format is OutputFormat.png else outcome.response

@@ -66,6 +66,6 @@ async def pose(
     served = ctx.registry.get(Task.pose, model)
     params = PoseParams(box=parse_box(box, box_format), overlay=overlay or format is OutputFormat.png)
     outcome = await ctx.run(
-        served.name, lambda settings: run_pose(served, image.read(), params, settings), lambda o: o.response.timings
+        served.name, lambda settings: run_pose(served, image.read(), params, settings), lambda o: o.response
     )
     return png_response(outcome.png) if format is OutputFormat.png else outcome.response

@@ -94,6 +94,9 @@ async def test_12mp_photo_decoded_by_jpeg8_same_answer_as_pillow(real_models_dir
             r = await c.post("/cam", files=files(data), params={"top_k": 2})
             assert r.status_code == 200
             answers[threads] = r.json()
+            metrics = (await c.get("/metrics")).text
+            decoder = "jpeg8" if threads else "pillow"
+            assert f'locsvc_image_decodes_total{{decoder="{decoder}",format="JPEG"}} 1.0' in metrics
     assert answers[2]["image"]["decoder"] == "jpeg8"
     assert answers[0]["image"]["decoder"] == "pillow"
     assert answers[2]["classes"] == answers[0]["classes"]  # identical pixels: identical logits, maps, boxes

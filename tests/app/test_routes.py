@@ -161,6 +161,7 @@ async def test_metrics_count_requests(client: httpx.AsyncClient, jpeg: bytes) ->
     assert 'locsvc_inference_request_success_total{model="tiny_cam"} 1.0' in text
     assert 'locsvc_inference_request_failure_total{model="tiny_cam",reason="unsupported-media-type"} 1.0' in text
     assert "locsvc_inference_compute_duration_seconds_bucket" in text
+    assert 'locsvc_image_decodes_total{decoder="pillow",format="JPEG"} 1.0' in text
 
 
 async def test_api_key(make_client: Callable[..., Any], jpeg: bytes) -> None:
