@@ -133,9 +133,10 @@ def main(argv: list[str] | None = None) -> None:
                 results[name].append(row)
                 print(f"round {rnd + 1}/{args.rounds} {name:12s} {row['rps']:7.1f} req/s  {row['cpu_ms_per_request']:6.2f} ms CPU/req", flush=True)
     finally:
-        for proc, _ in {id(p): (p, port) for p, port in procs.values()}.values():
-            proc.terminate()
-            proc.wait()
+        for name, (proc, _) in procs.items():
+            if name != "service_raw":  # the service's own process, stopped once
+                proc.terminate()
+                proc.wait()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results}, indent=1))
     for name, rows in results.items():

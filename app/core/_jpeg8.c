@@ -59,7 +59,7 @@ typedef struct {
      * advance of the coefficient index << 4 (run + 1; 16 for ZRL; 64 for EOB) | total length;
      * for DC tables the advance is 0.  0: not in one step, use look[] */
     int32_t fast[1 << LOOKAHEAD];
-    int32_t maxcode[18];
+    int32_t maxcode[17];
     int32_t valoffset[17];
     uint8_t vals[256];
     int nvals;
@@ -145,7 +145,6 @@ static int build_table(htable *t, const uint8_t *counts, const uint8_t *vals, in
         }
         code <<= 1;
     }
-    t->maxcode[17] = INT32_MAX;
     for (int peek = 0; peek < (1 << LOOKAHEAD); peek++) {
         int v = t->look[peek];
         t->fast[peek] = 0;
@@ -448,8 +447,7 @@ typedef struct {
     long cap;             /* blocks the scratch holds */
     uint64_t window[WINDOW]; /* bit position of the first local blocks' starts */
     uint64_t ring[RING];  /* ... and of the last ones' (ring[j % RING] for block j; the end after the last) */
-    long count;           /* blocks decoded */
-    int rc;
+    long count;           /* blocks decoded (it stops early on a bad code: the joining thread then finishes) */
     atomic_long wcount;   /* window entries the other thread may read (stored before window_ready) */
     atomic_int window_ready;
     atomic_int cancel;
@@ -463,7 +461,6 @@ static void *run_speculative(void *arg) {
     br_init(&r, sc->data, sc->n, job->start_byte);
     long j = 0, lm = 0;
     int slot = 0;
-    job->rc = J8_OK;
     while (j < job->cap) {
         uint64_t pos = br_bitpos(&r);
         job->ring[j % RING] = pos;
@@ -478,10 +475,7 @@ static void *run_speculative(void *arg) {
         const slotdef *sd = &sc->slots[slot];
         int16_t *q = job->scratch + lm * sc->rec + sd->off;
         int rc = decode_block(&r, sd, q);
-        if (rc < 0) {
-            job->rc = rc;
-            break;
-        }
+        if (rc < 0) break;
         if (sd->terms > 1) q[25] = (int16_t)rc;
         j++;
         if (++slot == sc->bpm) {
@@ -821,7 +815,7 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
         sd->off = q[6] | (q[7] << 8);
         sd->terms = sd->s == 1 ? 1 : 26;
         if (dc > 3 || ac > 3 || comp >= ncomp || sd->s != sc->comps[comp].s || sd->hh >= sc->comps[comp].h ||
-            sd->vv >= sc->comps[comp].v || sd->off != expect_off || sd->terms != (sd->s == 1 ? 1 : 26)) {
+            sd->vv >= sc->comps[comp].v || sd->off != expect_off) {
             rc = J8_ARGS;
             goto done;
         }
@@ -930,5 +924,10 @@ static struct PyModuleDef moduledef = {
 
 PyMODINIT_FUNC PyInit__jpeg8(void) {
     build_ycc_tables();
-    return PyModule_Create(&moduledef);
+    PyObject *m = PyModule_Create(&moduledef);
+    if (m && PyModule_AddIntConstant(m, "DEFAULT_SPLIT", DEFAULT_SPLIT) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

@@ -38,6 +38,21 @@ _ZIGZAG = np.array(
     dtype=np.intp,
 )
 _RED = (0, 1, 3, 5, 7)  # rows and columns of the coefficients jpeg_idct_2x2 reads
+_RED_AT = np.ravel_multi_index(np.ix_(_RED, _RED), (8, 8)).ravel()  # their natural indices, 5 x 5 row-major
+
+
+def _keep_map(s: int) -> bytes:
+    """Zigzag index -> position in a block's record (-1: dropped): the DC alone, or jpeg_idct_2x2's 25 terms."""
+    keep = np.full(64, -1, dtype=np.int8)
+    keep[0] = 0
+    if s == 2:
+        where = {int(n): k for k, n in enumerate(_RED_AT)}
+        for zz, n in enumerate(_ZIGZAG):
+            keep[zz] = where.get(int(n), -1)
+    return keep.tobytes()
+
+
+_KEEP = {1: _keep_map(1), 2: _keep_map(2)}
 _MAX_SIDE = 65500  # JPEG_MAX_DIMENSION
 # marker segments this parser reads or skips before the scan: SOF0-15, DHT, DAC, DQT, DRI, SOS, EOI, APP0-15, COM
 _SEGMENTS = frozenset([*range(0xC0, 0xD0), 0xD9, 0xDA, 0xDB, 0xDD, *range(0xE0, 0xF0), 0xFE])
@@ -45,7 +60,6 @@ _SEGMENTS = frozenset([*range(0xC0, 0xD0), 0xD9, 0xDA, 0xDB, 0xDD, *range(0xE0, 
 
 @dataclass(frozen=True)
 class Component:
-    cid: int
     h: int
     v: int
     q: npt.NDArray[np.int64]  # 64 quantization values, natural order
@@ -119,10 +133,8 @@ def _parse(data: bytes) -> Header:
             if len({c[0] for c in comps}) != nf:
                 raise _NotTaken  # repeated component ids: libjpeg's own repair, left to it
             sof = (w, h, comps)
-        elif 0xC2 <= m <= 0xCF and m not in (0xC4, 0xC8, 0xCC):
-            raise _NotTaken  # progressive, lossless, arithmetic or hierarchical
-        elif m == 0xCC:
-            raise _NotTaken  # arithmetic conditioning
+        elif 0xC2 <= m <= 0xCF and m not in (0xC4, 0xC8):
+            raise _NotTaken  # progressive, lossless, arithmetic (DAC included) or hierarchical
         elif m == 0xC4:
             p = 0
             while p < len(seg):
@@ -202,7 +214,7 @@ def _scan_header(
             o = 272 * (4 * tc + th)
             tables[o : o + 16] = counts
             tables[o + 16 : o + 16 + len(vals)] = vals
-        comps.append(Component(cid, ch, cv, qt[tq], td, ta))
+        comps.append(Component(ch, cv, qt[tq], td, ta))
     return Header(w, h, tuple(comps), restart, bytes(tables), end)
 
 
@@ -240,32 +252,26 @@ def layout(hd: Header) -> Layout | None:
         s = _scaled_size(hmax, vmax, c) if len(hd.comps) > 1 else 1
         if s not in (1, 2):
             return None
-        keep = np.full(64, -1, dtype=np.int8)
-        keep[0] = 0
-        if s == 2:
-            for zz in range(64):
-                r, col = divmod(int(_ZIGZAG[zz]), 8)
-                if r in _RED and col in _RED:
-                    keep[zz] = _RED.index(r) * 5 + _RED.index(col)
-        q = c.q.reshape(8, 8)[np.ix_(_RED, _RED)].reshape(25)
-        comps.append(np.concatenate(([c.h, c.v, s], q)).astype(np.int32))
+        comps.append(np.concatenate(([c.h, c.v, s], c.q[_RED_AT])).astype(np.int32))
         blocks = [(0, 0)] if len(hd.comps) == 1 else [(hh, vv) for vv in range(c.v) for hh in range(c.h)]
         for hh, vv in blocks:
-            slots += bytes((c.dc, c.ac, k, s, hh, vv, off & 255, off >> 8)) + keep.tobytes()
+            slots += bytes((c.dc, c.ac, k, s, hh, vv, off & 255, off >> 8)) + _KEEP[s]
             off += 1 if s == 1 else 26  # 25 terms and a flag
     return Layout(mcus_x, mcus_y, bytes(slots), np.concatenate(comps).tobytes())
 
 
-def decode(data: bytes, threads: int = 2, *, split: int = 400) -> npt.NDArray[np.uint8] | None:
+def decode(data: bytes, threads: int = 2, *, split: int | None = None) -> npt.NDArray[np.uint8] | None:
     """The image at 1/8 scale, ``ceil(h/8) x ceil(w/8)`` (x 3 for colour), as libjpeg decodes it; or None.
 
-    ``threads``: 1 or 2.  ``split``: where the second thread starts, in thousandths of the data (before the
-    middle: the first thread also finishes its blocks, the second only decodes; ``_jpeg8.c`` has the numbers).
+    ``threads``: 1 or 2.  ``split`` (tests): where the second thread starts, in thousandths of the data;
+    default ``_jpeg8.DEFAULT_SPLIT``, before the middle (``_jpeg8.c`` has the numbers).
     """
     return decode_info(data, threads, split=split)[0]
 
 
-def decode_info(data: bytes, threads: int = 2, *, split: int = 400) -> tuple[npt.NDArray[np.uint8] | None, int]:
+def decode_info(
+    data: bytes, threads: int = 2, *, split: int | None = None
+) -> tuple[npt.NDArray[np.uint8] | None, int]:
     """:func:`decode`, and the block where the two threads met (-1: they did not, or one ran)."""
     hd = parse_header(data) if _native is not None else None
     lay = layout(hd) if hd is not None else None
@@ -275,6 +281,7 @@ def decode_info(data: bytes, threads: int = 2, *, split: int = 400) -> tuple[npt
     out = np.empty((out_h, out_w, 3) if len(hd.comps) == 3 else (out_h, out_w), dtype=np.uint8)
     status, synced_at = _native.decode(
         memoryview(data)[hd.scan_offset :], hd.tables, lay.slots, lay.comps, lay.mcus_x,
-        lay.mcus_x * lay.mcus_y, hd.restart, threads, out, out_w, out_h, split,
+        lay.mcus_x * lay.mcus_y, hd.restart, threads, out, out_w, out_h,
+        _native.DEFAULT_SPLIT if split is None else split,
     )
     return (out if status == 0 else None), int(synced_at)
