@@ -26,13 +26,19 @@ class Settings(BaseSettings):
     default_localize_model: str | None = Field(None, description="Model used by /localize when none is named.")
     default_pose_model: str | None = Field(None, description="Model used by /pose when none is named.")
 
-    max_upload_bytes: int = Field(20 * 1024 * 1024, gt=0, description="Largest accepted request body, in bytes (413 beyond).")
-    max_image_pixels: int = Field(50_000_000, gt=0, description="Largest accepted decoded image, width x height (413 beyond).")
-    jpeg_draft: bool = Field(True, description="Decode JPEGs at reduced DCT scale when the model needs fewer pixels.")
-    jpeg_decode_threads: int = Field(
-        2, ge=0, le=2, description="Threads of the service's own decoder for JPEGs read at 1/8 scale (baseline, "
-        "greyscale or YCbCr 4:4:4/4:2:2/4:2:0; the same pixels as Pillow, bit for bit): 2 splits the entropy "
-        "decoding of one photo over two cores, 1 keeps it on one, 0 leaves every JPEG to Pillow."
+    max_upload_bytes: int = Field(
+        8 * 1024 * 1024, gt=0, description="Largest accepted request body, in bytes (413 beyond, refused while streaming)."
+    )
+    max_image_pixels: int = Field(
+        50_000_000, gt=0, description="Largest accepted image, width x height, read from its header (413 beyond)."
+    )
+    max_decode_bytes: int = Field(
+        200 * 1024 * 1024, gt=0, description="Largest memory the decoding of one image may take, every conversion "
+        "included, computed from its header before decoding (413 beyond)."
+    )
+    jpeg_draft: bool = Field(
+        True, description="Decode at a reduced scale when the model needs fewer pixels: JPEGs at a reduced DCT scale, "
+        "other images that need converting to RGB reduced by an integer factor before the conversion."
     )
 
     intra_op_threads: int = Field(
@@ -49,10 +55,17 @@ class Settings(BaseSettings):
         "in flight), one per session (onnxruntime's default: each model keeps its own peak), or none (malloc per run)."
     )
     max_concurrency: int = Field(2, ge=1, description="Requests in inference at once; others wait in the queue.")
-    max_queue: int = Field(32, ge=0, description="Requests allowed to wait for an inference slot; beyond -> 503.")
-    queue_timeout_s: float = Field(10.0, gt=0, description="Longest wait for an inference slot before a 503.")
-    inference_timeout_s: float = Field(
-        30.0, gt=0, description="Longest onnxruntime run of one request; it is then terminated and the answer is a 503."
+    max_queue: int = Field(
+        8, ge=0, description="Requests admitted beyond those in inference (reading their body or waiting for a slot); "
+        "beyond, a request is refused with 503 before its body is read."
+    )
+    queue_timeout_s: float = Field(
+        10.0, gt=0, description="Longest time from a request's admission to its inference slot, its body's upload "
+        "included (a body not in by then: 408; no slot by then: 503)."
+    )
+    job_timeout_s: float = Field(
+        10.0, gt=0, description="Longest time a request holds its inference slot: decode, fit, inference and "
+        "post-processing under one deadline (503 beyond; onnxruntime is terminated, other stages stop at the next one)."
     )
     retry_after_s: int = Field(1, ge=0, description="Retry-After header value on 503 responses, in seconds.")
 
@@ -62,7 +75,11 @@ class Settings(BaseSettings):
     )
     overlay_max_side: int = Field(1024, ge=16, description="Long side of PNG overlays, in pixels.")
 
-    api_key: str | None = Field(None, description="When set, every endpoint but health checks, docs and / needs header X-API-Key.")
+    auth: bool = Field(
+        True, description="Require header X-API-Key (= api_key) on every endpoint but health checks, docs and /. The "
+        "service refuses to start with auth on and no api_key; LOCSVC_AUTH=off serves without authentication."
+    )
+    api_key: str | None = Field(None, description="The API key clients send in X-API-Key (needed while auth is on).")
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS (empty: CORS off).")
     log_level: str = Field("INFO", description="Log level of the app's loggers (app.*; uvicorn's follow its --log-level).")
     log_json: bool = Field(

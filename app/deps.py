@@ -1,35 +1,31 @@
-"""Request-scoped resources, injected through ``Annotated`` aliases."""
+"""Request-scoped resources, injected through ``Annotated`` aliases.
+
+An inference request goes: :func:`admission` (a place, or 503 before a byte of the body is read) ->
+:func:`image_body` (the body, read within the place's deadline) -> :meth:`InferenceContext.run` (a slot, then
+the job under one deadline)."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
-from collections.abc import Callable
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Annotated, Protocol, TypeVar
+from typing import Annotated, TypeVar
 
 import anyio
-from fastapi import Depends, File, Request, Security, UploadFile
+from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
+from starlette.datastructures import UploadFile
 
 from app.config import Settings
-from app.errors import InvalidParameter, NotReady, ServiceError, Unauthorized, UnsupportedMediaType
-from app.limits import InferenceLimiter
+from app.errors import BodyTimeout, InvalidParameter, NotReady, ServiceError, Unauthorized, UnsupportedMediaType
+from app.limits import Ticket
 from app.observability import Metrics
 from app.registry import Registry
-from app.schemas import ImageInfo, Timings
-from app.services.common import JobSettings
+from app.services.common import Deadline, Outcome
 
-T = TypeVar("T")
-
-
-class Answer(Protocol):
-    """What every inference response has: its stage timings and what was read of the image."""
-
-    @property
-    def timings(self) -> Timings: ...
-
-    @property
-    def image(self) -> ImageInfo: ...
+R = TypeVar("R")
 
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="Needed when the service runs with LOCSVC_API_KEY set.")
 
@@ -47,40 +43,48 @@ def get_metrics(request: Request) -> Metrics:
 def get_registry(request: Request) -> Registry:
     registry: Registry | None = getattr(request.app.state, "registry", None)
     if registry is None:
-        raise NotReady("models are still loading", headers={"Retry-After": "1"})
+        raise NotReady("models are still loading", headers={"Retry-After": str(get_settings(request).retry_after_s)})
     return registry
+
+
+async def admission(request: Request) -> AsyncIterator[Ticket]:
+    """A place for this request (503 when all are taken), before its body is read; given back when the route
+    returns, if the inference has not already given it back."""
+    ticket: Ticket = request.app.state.limiter.admit()
+    try:
+        yield ticket
+    finally:
+        ticket.release()
+
+
+AdmissionDep = Annotated[Ticket, Depends(admission, scope="function")]
 
 
 @dataclass(frozen=True)
 class InferenceContext:
-    """What an inference route needs: the registry, settings, metrics, and the admission limiter that
-    :meth:`run` holds a slot of while the job runs."""
+    """What an inference route needs: the registry, settings, metrics, and its admission ticket."""
 
     registry: Registry
     settings: Settings
     metrics: Metrics
-    limiter: InferenceLimiter
-    job_settings: JobSettings
+    ticket: Ticket
 
-    async def run(self, model: str, job: Callable[[Settings], T], answer: Callable[[T], Answer]) -> T:
-        """Wait for an inference slot (bounded queue, 503 beyond or after the queue timeout), then run the
-        blocking job (upload read, decode, onnxruntime, post-processing) in the thread pool - one hop off
-        the event loop - and record it (see :meth:`observe`).  The slot is held for the job only: it is
-        free again before the response is serialized and sent."""
-        async with self.limiter.slot():
-            return await anyio.to_thread.run_sync(self.observe, model, job, answer)
+    async def run(self, model: str, job: Callable[[Deadline], Outcome[R]]) -> Outcome[R]:
+        """Wait for an inference slot (until the ticket's deadline), then run the blocking job (decode, fit,
+        onnxruntime, post-processing) in the thread pool under one deadline, ``job_timeout_s`` from the moment
+        it has its slot, and record it.  The slot is free again before the response is serialized and sent."""
+        async with self.ticket.slot():
+            return await anyio.to_thread.run_sync(self.observe, model, job, Deadline.start(self.settings.job_timeout_s))
 
-    def observe(self, model: str, job: Callable[[Settings], T], answer: Callable[[T], Answer]) -> T:
-        """Run an inference job with the settings for the jobs running now (:class:`JobSettings`),
-        recording its stage timings and decoder, or its failure reason."""
+    def observe(self, model: str, job: Callable[[Deadline], Outcome[R]], deadline: Deadline) -> Outcome[R]:
+        """Run an inference job, recording its stage timings, or its failure reason."""
         try:
-            result = job(self.job_settings(self.limiter.active))
+            result = job(deadline)
         except ServiceError as exc:
             self.metrics.inference_failure.labels(model, exc.slug).inc()
             raise
-        done = answer(result)
-        t = done.timings
-        self.metrics.decodes.labels(done.image.format, done.image.decoder).inc()
+        t = result.timings
+        self.metrics.decodes.labels(result.format).inc()
         self.metrics.preprocess.labels(model).observe(t.decode_ms / 1000)
         self.metrics.compute.labels(model).observe(t.inference_ms / 1000)
         self.metrics.postprocess.labels(model).observe(t.postprocess_ms / 1000)
@@ -88,11 +92,11 @@ class InferenceContext:
         return result
 
 
-async def inference_context(request: Request) -> InferenceContext:
+async def inference_context(request: Request, ticket: AdmissionDep) -> InferenceContext:
     """Check readiness (503 while the models load).  ``async``: FastAPI runs a plain-``def`` dependency
     in the thread pool, a hop per request."""
     state = request.app.state
-    return InferenceContext(get_registry(request), state.settings, state.metrics, state.limiter, state.job_settings)
+    return InferenceContext(get_registry(request), state.settings, state.metrics, ticket)
 
 
 def require_api_key(request: Request, key: Annotated[str | None, Security(_api_key_header)]) -> None:
@@ -101,27 +105,9 @@ def require_api_key(request: Request, key: Annotated[str | None, Security(_api_k
         raise Unauthorized("missing or wrong X-API-Key header", field="X-API-Key")
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 RegistryDep = Annotated[Registry, Depends(get_registry)]
 InferenceDep = Annotated[InferenceContext, Depends(inference_context)]
-
-
-@dataclass(frozen=True)
-class ImageBody:
-    """The picture's bytes: a multipart file field (spooled by Starlette, read in the job) or the raw
-    request body (already in memory)."""
-
-    upload: UploadFile | None = None
-    raw: bytes | None = None
-
-    def read(self) -> bytes:
-        """The uploaded bytes (the body size limit is enforced upstream, while streaming).  Blocking (a
-        large multipart upload is spooled to disk): call it inside the job that runs in the thread pool."""
-        if self.upload is None:
-            return self.raw or b""
-        self.upload.file.seek(0)
-        return self.upload.file.read()
 
 
 IMAGE_DESCRIPTION = "The picture: JPEG, PNG, GIF, WebP, BMP or TIFF (sniffed from its bytes, whatever its declared type)."
@@ -133,23 +119,31 @@ _HOW = (
 )
 
 
-async def image_body(
-    request: Request,
-    image: Annotated[UploadFile | None, File(description=IMAGE_DESCRIPTION)] = None,
-) -> ImageBody:
-    """The picture, from the multipart field ``image`` or, with an image or octet-stream Content-Type (or
-    none), from the raw body - as TorchServe's ``curl -T photo.jpg`` sends it.  Starlette's form parsing leaves
-    a non-form body unread, so it is read here (through the body size limit)."""
-    if image is not None:
-        return ImageBody(upload=image)
+async def image_body(request: Request, ticket: AdmissionDep) -> bytes:
+    """The picture's bytes, read once the request has its place: the multipart field ``image`` or, with an
+    image or octet-stream Content-Type (or none: ``curl -T``, RFC 9110 8.3), the raw body - as TorchServe
+    takes it.  The body streams through the size limit (413) and must be in before the ticket's deadline."""
     media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media.startswith(RAW_MEDIA_TYPES):
-        return ImageBody(raw=await request.body())
-    if not media and (raw := await request.body()):  # no Content-Type (curl -T): octet-stream, RFC 9110 8.3
-        return ImageBody(raw=raw)
-    if media and media not in _FORMS:
+    if media and not media.startswith(RAW_MEDIA_TYPES) and media not in _FORMS:
         raise UnsupportedMediaType(f"Content-Type {media} is not accepted: {_HOW}", field="image")
-    raise InvalidParameter(f"image: Field required ({_HOW})", field="image")
+    try:
+        async with asyncio.timeout(max(0.0, ticket.deadline - time.monotonic())):
+            if media in _FORMS:
+                return await _form_image(request)
+            data = await request.body()
+    except TimeoutError as exc:
+        raise BodyTimeout("the request body did not arrive in time", field="image") from exc
+    if not data and not media:
+        raise InvalidParameter(f"image: Field required ({_HOW})", field="image")
+    return data
 
 
-ImageUpload = Annotated[ImageBody, Depends(image_body)]
+async def _form_image(request: Request) -> bytes:
+    async with request.form(max_files=1, max_fields=16) as form:
+        image = form.get("image")
+        if not isinstance(image, UploadFile):
+            raise InvalidParameter(f"image: Field required ({_HOW})", field="image")
+        return await image.read()
+
+
+ImageUpload = Annotated[bytes, Depends(image_body)]

@@ -44,6 +44,16 @@ class PayloadTooLarge(ServiceError):
     status, title, slug = 413, "Payload too large", "payload-too-large"
 
 
+class BodyTimeout(ServiceError):
+    """The request body did not arrive within the time a request may hold its place."""
+
+    status, title, slug = 408, "Request Timeout", "body-timeout"
+
+
+class ConfigurationError(RuntimeError):
+    """Settings the service refuses to start with."""
+
+
 class ModelNotFound(ServiceError):
     status, title, slug = 404, "Model not found", "model-not-found"
 

@@ -10,19 +10,18 @@ from typing import Any
 import anyio
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from PIL import Image
 
 from app import __version__
 from app.config import Settings
-from app.core import jpeg8
+from app.core.imaging import configure_pillow
 from app.deps import require_api_key
+from app.errors import ConfigurationError
 from app.limits import BodySizeLimitMiddleware, InferenceLimiter
 from app.observability import Metrics, ObservabilityMiddleware, configure_logging
 from app.problems import PROBLEM_RESPONSES, install_error_handlers
 from app.registry import Registry
 from app.routers import cam, localize, meta, page, pose
 from app.schemas import Problem
-from app.services.common import JobSettings
 
 log = logging.getLogger("app")
 
@@ -41,23 +40,16 @@ Errors are RFC 9457 problem details (`application/problem+json`) naming the offe
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    # Our own limit (settings.max_image_pixels) is checked from the header before any decoding.
-    Image.MAX_IMAGE_PIXELS = None
+    configure_pillow(settings.max_image_pixels)
     app.state.limiter = InferenceLimiter(
         settings.max_concurrency, settings.max_queue, settings.queue_timeout_s, settings.retry_after_s, app.state.metrics
     )
     registry = await anyio.to_thread.run_sync(Registry.load, settings)
     app.state.registry = registry
     app.state.metrics.models_loaded.set(len(registry.models))
-    log.info(
-        "ready",
-        extra={
-            "models": sorted(registry.models),
-            "jpeg_decoder": f"jpeg8, {settings.jpeg_decode_threads} thread(s)"
-            if jpeg8.AVAILABLE and settings.jpeg_decode_threads
-            else "pillow",
-        },
-    )
+    log.info("ready", extra={"models": sorted(registry.models), "auth": "on" if settings.auth else "off"})
+    if not settings.auth:
+        log.warning("authentication is off (LOCSVC_AUTH=off): every endpoint is open to whoever reaches this port")
     try:
         yield
     finally:
@@ -67,7 +59,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
+    """The app for ``settings``; :class:`ConfigurationError` when auth is on and no API key is set."""
     settings = settings or Settings()
+    if settings.auth and not settings.api_key:
+        raise ConfigurationError(
+            "LOCSVC_API_KEY is not set: set it (clients then send it in X-API-Key), or set LOCSVC_AUTH=off to serve "
+            "without authentication"
+        )
     # Here rather than in the lifespan: uvicorn imports the app before it logs its start-up lines.
     configure_logging(settings.log_level, settings.log_json)
     app = FastAPI(
@@ -77,13 +75,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.job_settings = JobSettings(settings)
     app.state.metrics = Metrics()
     app.state.registry = None
     app.state.shutting_down = False
 
-    # The auth dependency (and its security scheme in OpenAPI) exists only when a key is configured.
-    auth = [Depends(require_api_key)] if settings.api_key else []
+    # The auth dependency (and its security scheme in OpenAPI) exists only while auth is on.
+    auth = [Depends(require_api_key)] if settings.auth else []
     for router in (localize.router, cam.router, pose.router):
         app.include_router(router, dependencies=auth, responses=PROBLEM_RESPONSES)
     app.include_router(meta.router)

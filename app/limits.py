@@ -15,51 +15,91 @@ from app.errors import Overloaded, RequestTimeout
 from app.observability import Metrics
 
 
-class InferenceLimiter:
-    """At most ``max_concurrency`` holders; at most ``max_queue`` waiters; beyond -> 503 + Retry-After."""
+class Ticket:
+    """A request's place, taken by :meth:`InferenceLimiter.admit` before its body is read: while it is held the
+    request may read its body and wait for an inference slot, until ``deadline`` (``time.monotonic()``)."""
 
-    def __init__(self, max_concurrency: int, max_queue: int, timeout_s: float, retry_after_s: int, metrics: Metrics) -> None:
-        self._sem = asyncio.Semaphore(max_concurrency)
-        self.max_queue = max_queue
-        self.timeout_s = timeout_s
-        self.retry = {"Retry-After": str(retry_after_s)}
-        self.metrics = metrics
-        self.waiting = 0
-        self.active = 0
+    def __init__(self, limiter: InferenceLimiter, deadline: float) -> None:
+        self._limiter = limiter
+        self.deadline = deadline
+        self._held = True
+
+    def release(self) -> None:
+        """Give the place back (idempotent)."""
+        if self._held:
+            self._held = False
+            self._limiter.admitted -= 1
+            self._limiter.publish()
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
-        if not self._sem.locked():
-            # A free slot and nobody queued (``locked`` is true while anyone waits, so FIFO order holds):
-            # taken without suspending.
-            await self._sem.acquire()
-            self.metrics.queue_time.observe(0.0)
-        else:
-            await self._wait()
-        self.active += 1
-        self.metrics.inflight.set(self.active)
+        """Wait for an inference slot until the deadline (503 beyond), hold it for the block, then release
+        the slot and the place."""
         try:
-            yield
+            await self._limiter.acquire(self.deadline)
+            try:
+                yield
+            finally:
+                self._limiter.free()
         finally:
-            self.active -= 1
-            self.metrics.inflight.set(self.active)
-            self._sem.release()
+            self.release()
 
-    async def _wait(self) -> None:
-        if self.waiting >= self.max_queue:
+
+class InferenceLimiter:
+    """Admission control: at most ``max_concurrency`` requests in inference and ``max_queue`` more admitted
+    (reading their body or waiting for a slot); beyond, a request is refused with 503 + Retry-After before its
+    body is read - so at most ``(max_concurrency + max_queue) x max_upload_bytes`` of bodies are in flight.  An
+    admitted request has ``timeout_s`` to send its body and get a slot (503 beyond)."""
+
+    def __init__(self, max_concurrency: int, max_queue: int, timeout_s: float, retry_after_s: int, metrics: Metrics) -> None:
+        self._sem = asyncio.Semaphore(max_concurrency)
+        self.places = max_concurrency + max_queue
+        self.timeout_s = timeout_s
+        self.retry = {"Retry-After": str(retry_after_s)}
+        self.metrics = metrics
+        self.admitted = 0  # places taken: in inference, waiting for a slot, or reading a body
+        self.active = 0  # in inference
+
+    @property
+    def waiting(self) -> int:
+        return self.admitted - self.active
+
+    def admit(self) -> Ticket:
+        """A place for one more request, or 503 when all are taken."""
+        if self.admitted >= self.places:
             raise Overloaded(f"{self.active} requests in inference and {self.waiting} queued; retry later", headers=self.retry)
-        self.waiting += 1
-        self.metrics.pending.set(self.waiting)
+        self.admitted += 1
+        self.publish()
+        return Ticket(self, time.monotonic() + self.timeout_s)
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Admission and a slot at once, for a request whose body is already read."""
+        async with self.admit().slot():
+            yield
+
+    async def acquire(self, deadline: float) -> None:
         start = time.perf_counter()
-        try:
-            async with asyncio.timeout(self.timeout_s):  # no extra task per wait, unlike wait_for on 3.11
-                await self._sem.acquire()
-        except TimeoutError as exc:
-            raise RequestTimeout(f"no inference slot within {self.timeout_s:g} s; retry later", headers=self.retry) from exc
-        finally:
-            self.waiting -= 1
-            self.metrics.pending.set(self.waiting)
+        if self._sem.locked():  # ``locked`` is true while anyone waits, so FIFO order holds
+            try:
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    await self._sem.acquire()
+            except TimeoutError as exc:
+                raise RequestTimeout(f"no inference slot within {self.timeout_s:g} s; retry later", headers=self.retry) from exc
+        else:  # a free slot and nobody queued: taken without suspending
+            await self._sem.acquire()
         self.metrics.queue_time.observe(time.perf_counter() - start)
+        self.active += 1
+        self.publish()
+
+    def free(self) -> None:
+        self.active -= 1
+        self._sem.release()
+        self.publish()
+
+    def publish(self) -> None:
+        self.metrics.inflight.set(self.active)
+        self.metrics.pending.set(self.waiting)
 
 
 class BodySizeLimitMiddleware:

@@ -36,10 +36,7 @@ class Metrics:
         self.pending = Gauge("locsvc_inference_pending_requests", "Requests waiting for an inference slot (queue depth).", registry=r)
         self.inflight = Gauge("locsvc_inference_inflight_requests", "Requests holding an inference slot.", registry=r)
         self.models_loaded = Gauge("locsvc_models_loaded", "Models loaded and warmed up.", registry=r)
-        self.decodes = Counter(
-            "locsvc_image_decodes", "Images decoded, by format and decoder (pillow, or jpeg8: the two-thread "
-            "1/8-scale JPEG decoder).", ["format", "decoder"], registry=r,
-        )
+        self.decodes = Counter("locsvc_image_decodes", "Images decoded, by format.", ["format"], registry=r)
 
 
 class JsonFormatter(logging.Formatter):

@@ -187,26 +187,26 @@ class LoadedModel:
     cam_weight: npt.NDArray[np.float32] | None = None
     cam_bias: npt.NDArray[np.float32] | None = None
     warmup_ms: float = 0.0
-    timeout_s: float | None = None  # longest onnxruntime run before it is terminated (503)
     _label_index: dict[str, int] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
         return self.sidecar.name
 
-    def run(self, batch: npt.NDArray[np.float32], outputs: Sequence[str]) -> Arrays:
-        """Run the session and return the requested contract outputs by contract name."""
+    def run(self, batch: npt.NDArray[np.float32], outputs: Sequence[str], timeout_s: float | None = None) -> Arrays:
+        """Run the session and return the requested contract outputs by contract name; a run longer than
+        ``timeout_s`` is terminated (503)."""
         names = [self.sidecar.outputs[o] for o in outputs]
         feed = {self.sidecar.input.name: batch}
-        if self.timeout_s is None:
+        if timeout_s is None:
             return dict(zip(outputs, map(np.asarray, self.session.run(names, feed)), strict=True))
         options = ort.RunOptions()
-        ticket = WATCHDOG.watch(options, self.timeout_s)
+        ticket = WATCHDOG.watch(options, timeout_s)
         try:
             values = self.session.run(names, feed, options)
         except Exception as exc:
             if options.terminate:
-                raise RequestTimeout(f"inference took longer than {self.timeout_s:g} s and was stopped; retry later") from exc
+                raise RequestTimeout("the request ran out of time in inference and was stopped; retry later") from exc
             raise
         finally:
             WATCHDOG.done(ticket)
@@ -258,7 +258,6 @@ def load_model(sidecar_path: Path, settings: Settings) -> LoadedModel:
     model = LoadedModel(sidecar, session, onnx_path, sidecar.input_spec())
     model.build_label_index()
     _warm_up(model)
-    model.timeout_s = settings.inference_timeout_s
     return model
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -55,11 +55,7 @@ class ImageInfo(BaseModel):
     format: str = Field(description="Format sniffed from the bytes.")
     mode: str = Field(description="Pillow mode of the upload before conversion to RGB.")
     exif_orientation: int = Field(description="EXIF orientation tag that was applied (1 = none).")
-    frames: int = Field(description="Frames in the file; animations are read at their first frame.")
-    decoder: Literal["pillow", "jpeg8"] = Field(
-        "pillow", description="What decoded the pixels: Pillow, or the service's two-thread decoder for JPEGs read at "
-        "1/8 scale (the same pixels as Pillow's; LOCSVC_JPEG_DECODE_THREADS)."
-    )
+    animated: bool = Field(description="Whether the file holds more frames or pages; only the first is read.")
 
 
 class ClassPrediction(BaseModel):
@@ -85,7 +81,7 @@ class Timings(BaseModel):
 
 _CAM_EXAMPLE: dict[str, Any] = {
     "model": "efficientnet_lite0_imagenet",
-    "image": {"width": 451, "height": 300, "format": "JPEG", "mode": "RGB", "exif_orientation": 1, "frames": 1},
+    "image": {"width": 451, "height": 300, "format": "JPEG", "mode": "RGB", "exif_orientation": 1, "animated": False},
     "threshold": 0.2,
     "normalization": "minmax",
     "region": "peak",

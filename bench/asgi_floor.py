@@ -7,7 +7,7 @@ Three servers on the same uvicorn, driven by the same lean client, interleaved r
 * ``service``: ``app.main:app`` (FastAPI, the middlewares, the multipart field ``image``);
 * ``service_raw``: the same app, the image as the raw body (no multipart parsing);
 * ``bare``: :func:`app_factory` - the same service function (``run_localize`` / ``run_cam`` / ``run_pose``,
-  default parameters and model, the same ``JobSettings`` policy) behind a minimal ASGI callable: raw body, the
+  default parameters and model) behind a minimal ASGI callable: raw body, the
   same admission limit, one thread hop, ``model_dump_json``.  No routing, no dependencies, no middleware.
 
 Reported per server: requests/s and the server's CPU per request (user + system, from ``/proc``).  The bare
@@ -39,12 +39,10 @@ def app_factory() -> ASGIApp:
 
     from app.config import Settings
     from app.registry import Registry
-    from app.services.common import JobSettings
     from bench.perf_inproc import service_job
 
     settings = Settings()
     registry = Registry.load(settings)  # also limits OpenBLAS, as in the service
-    job_settings = JobSettings(settings)
     limiter = anyio.CapacityLimiter(settings.max_concurrency)
     jobs = {ep: service_job(registry, ep) for ep in ("/cam", "/localize", "/pose") if _serves(registry, ep)}
 
@@ -64,8 +62,7 @@ def app_factory() -> ASGIApp:
             return
         body = b"".join(chunks)
         async with limiter:
-            running = settings.max_concurrency - int(limiter.available_tokens)
-            outcome: Any = await anyio.to_thread.run_sync(job, body, job_settings(running))
+            outcome: Any = await anyio.to_thread.run_sync(job, body, settings)
         payload = outcome.response.model_dump_json().encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -101,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
 
     image = photo_jpeg(*IMAGES[args.image], ENDPOINT_PHOTO.get(args.endpoint, "chelsea"))
     servers = {"service": ("app.main:app", [], "image"), "service_raw": (None, [], None), "bare": ("bench.asgi_floor:app_factory", ["--factory"], None)}
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "LOCSVC_AUTH": "off"}
     procs: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
     try:
         for name, (target, extra, _) in servers.items():

@@ -13,9 +13,6 @@ or the tests: it needs ``bentoml`` (``pip install bentoml`` in a separate venv, 
 from __future__ import annotations
 
 import os
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +21,7 @@ import bentoml
 from app.config import Settings
 from app.registry import Registry
 from app.services.cam import CamParams, run_cam
-from app.services.common import JobSettings
+from app.services.common import Deadline
 from app.services.localize import LocalizeParams, run_localize
 from app.services.pose import PoseParams, run_pose
 from app.sidecar import Task
@@ -38,35 +35,21 @@ class Svc:
     def __init__(self) -> None:
         self.settings = Settings()
         self.registry = Registry.load(self.settings)
-        self.job_settings = JobSettings(self.settings)  # the service's own policy, as the server applies it
-        self._lock = threading.Lock()
-        self._running = 0
-
-    @contextmanager
-    def _job(self) -> Iterator[Settings]:
-        with self._lock:
-            self._running += 1
-            running = self._running
-        try:
-            yield self.job_settings(running)
-        finally:
-            with self._lock:
-                self._running -= 1
 
     @bentoml.api(route="/cam")
     def cam(self, image: Path) -> dict[str, Any]:
         model = self.registry.get(Task.cam, None)
-        with self._job() as settings:
-            return run_cam(model, image.read_bytes(), CamParams(), settings).response.model_dump(mode="json")
+        outcome = run_cam(model, image.read_bytes(), CamParams(), self.settings, Deadline.start(self.settings.job_timeout_s))
+        return outcome.response.model_dump(mode="json")
 
     @bentoml.api(route="/localize")
     def localize(self, image: Path) -> dict[str, Any]:
         model = self.registry.get(Task.localize, None)
-        with self._job() as settings:
-            return run_localize(model, image.read_bytes(), LocalizeParams(), settings).response.model_dump(mode="json")
+        outcome = run_localize(model, image.read_bytes(), LocalizeParams(), self.settings, Deadline.start(self.settings.job_timeout_s))
+        return outcome.response.model_dump(mode="json")
 
     @bentoml.api(route="/pose")
     def pose(self, image: Path) -> dict[str, Any]:
         model = self.registry.get(Task.pose, None)
-        with self._job() as settings:
-            return run_pose(model, image.read_bytes(), PoseParams(), settings).response.model_dump(mode="json")
+        outcome = run_pose(model, image.read_bytes(), PoseParams(), self.settings, Deadline.start(self.settings.job_timeout_s))
+        return outcome.response.model_dump(mode="json")

@@ -20,6 +20,7 @@ import numpy as np
 from app.config import REPO_MODELS, Settings
 from app.core.boxes import iou
 from app.registry import LoadedModel, limit_blas_threads, load_model
+from app.services.common import Deadline
 from app.services.localize import LocalizeParams, run_localize
 from bench.eval_cam import Sample, tiny_imagenet
 
@@ -31,7 +32,7 @@ def per_image(model: LoadedModel, samples: list[Sample], settings: Settings) -> 
     """(right class?, IoU of the predicted box with the ground truth) for every sample, in order."""
     correct, ious = [], []
     for s in samples:
-        res = run_localize(model, s.path.read_bytes(), LocalizeParams(top_k=1), settings).response
+        res = run_localize(model, s.path.read_bytes(), LocalizeParams(top_k=1), settings, Deadline.start(settings.job_timeout_s)).response
         b = res.box
         correct.append(res.label.id == s.wnid)
         ious.append(float(iou(np.array([b.x1, b.y1, b.x2, b.y2]), np.array(s.box))))

@@ -176,7 +176,8 @@ def wait_ready(p: Proc, t0: float, timeout_s: float, log_path: Path) -> None:
 
 
 def service_env(extra: dict[str, str]) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT), **extra}
+    """The environment of a server started here: loopback only, so authentication off unless ``extra`` says."""
+    return {**os.environ, "PYTHONPATH": str(ROOT), "LOCSVC_AUTH": "off", **extra}
 
 
 def start_service(env: dict[str, str], workers: int, log_path: Path, timeout_s: float = 120.0) -> Proc:
@@ -598,7 +599,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "ort_spinning",
                 "max_concurrency",
                 "jpeg_draft",
-                "jpeg_decode_threads",
                 "cam_max_side",
             )
         }

@@ -3,9 +3,7 @@
 Each request is the app's service function (``run_cam`` / ``run_localize`` / ``run_pose``): decode,
 fit, onnxruntime and post-processing, with the ``Settings`` read from the same ``LOCSVC_*``
 environment as the server.  ``concurrency`` threads post in a closed loop; a semaphore of
-``settings.max_concurrency`` admits them to the work, exactly as the server's inference limiter does,
-and each job gets its settings from the server's own policy (``app.services.common.JobSettings``: the
-two-thread JPEG decoder only for a job that runs alone).
+``settings.max_concurrency`` admits them to the work, exactly as the server's inference limiter does.
 
 ``python -m bench.perf_inproc`` is the worker the harness drives: it loads the registry once, then
 answers one JSON line per command read on stdin (``{"endpoint", "image", "concurrency", "duration_s"}``
@@ -25,7 +23,7 @@ from typing import Any
 
 from app.config import Settings
 from app.registry import LoadedModel, Registry
-from app.services.common import JobSettings
+from app.services.common import Deadline
 from app.sidecar import Task
 from bench.loadgen import LoadResult
 
@@ -40,16 +38,16 @@ def service_job(registry: Registry, endpoint: str) -> Job:
         from app.services.cam import CamParams, run_cam
 
         cam_params = CamParams()
-        return lambda data, settings: run_cam(model, data, cam_params, settings)
+        return lambda data, settings: run_cam(model, data, cam_params, settings, Deadline.start(settings.job_timeout_s))
     if task is Task.localize:
         from app.services.localize import LocalizeParams, run_localize
 
         loc_params = LocalizeParams()
-        return lambda data, settings: run_localize(model, data, loc_params, settings)
+        return lambda data, settings: run_localize(model, data, loc_params, settings, Deadline.start(settings.job_timeout_s))
     from app.services.pose import PoseParams, run_pose
 
     pose_params = PoseParams()
-    return lambda data, settings: run_pose(model, data, pose_params, settings)
+    return lambda data, settings: run_pose(model, data, pose_params, settings, Deadline.start(settings.job_timeout_s))
 
 
 class FifoGate:
@@ -93,10 +91,9 @@ def run_inprocess(
     max_requests: int | None = None,
 ) -> LoadResult:
     """Closed loop over a thread pool: ``concurrency`` workers, at most ``settings.max_concurrency`` in the job
-    at once, each job with the settings the server would give it (:class:`JobSettings`)."""
+    at once, as the server's limiter admits them."""
     result = LoadResult(endpoint, concurrency, 0.0)
     gate = FifoGate(settings.max_concurrency)
-    job_settings = JobSettings(settings)
     lock = threading.Lock()
     sent = 0
     deadline = time.perf_counter() + duration_s
@@ -111,7 +108,7 @@ def run_inprocess(
             t0 = time.perf_counter()
             try:
                 with gate:
-                    job(image, job_settings(gate.active))
+                    job(image, settings)
             except Exception:
                 with lock:
                     result.statuses[500] += 1

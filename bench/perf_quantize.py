@@ -47,7 +47,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from app.config import REPO_MODELS, Settings
 from app.registry import LoadedModel, limit_blas_threads, load_model
 from app.services.cam import CamParams, run_cam
-from app.services.common import prepare
+from app.services.common import Deadline, prepare
 from app.services.localize import LocalizeParams, run_localize
 from app.services.pose import PoseParams, run_pose
 from app.sidecar import Task
@@ -151,10 +151,10 @@ def quantize(args: argparse.Namespace, fp32: LoadedModel, settings: Settings, ou
 def service_call(task: Task) -> tuple[str, list[str], Any]:
     """(name, outputs its ``session.run`` asks for, the whole service function on image bytes) of a task."""
     if task is Task.cam:
-        return "run_cam", ["features", "logits"], lambda m, data, s: run_cam(m, data, CamParams(), s)
+        return "run_cam", ["features", "logits"], lambda m, data, s: run_cam(m, data, CamParams(), s, Deadline.start(s.job_timeout_s))
     if task is Task.localize:
-        return "run_localize", ["logits", "box"], lambda m, data, s: run_localize(m, data, LocalizeParams(), s)
-    return "run_pose", ["joints"], lambda m, data, s: run_pose(m, data, PoseParams(), s)
+        return "run_localize", ["logits", "box"], lambda m, data, s: run_localize(m, data, LocalizeParams(), s, Deadline.start(s.job_timeout_s))
+    return "run_pose", ["joints"], lambda m, data, s: run_pose(m, data, PoseParams(), s, Deadline.start(s.job_timeout_s))
 
 
 def timing(

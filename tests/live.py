@@ -32,7 +32,7 @@ class Server:
         self.url = f"http://127.0.0.1:{port}"
         self.log = log
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("LOCSVC_")}
-        full_env |= {"LOCSVC_MODELS_DIR": str(models_dir), "LOCSVC_INTRA_OP_THREADS": "1", **env}
+        full_env |= {"LOCSVC_MODELS_DIR": str(models_dir), "LOCSVC_INTRA_OP_THREADS": "1", "LOCSVC_AUTH": "off", **env}
         self._out = log.open("wb")
         cmd = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port),
                "--log-level", "info", "--timeout-graceful-shutdown", "30"]

@@ -1,24 +1,34 @@
-"""Bytes -> oriented RGB image (Pillow + numpy only).
+"""Bytes -> oriented RGB image (Pillow + numpy only), within a pixel and a memory budget.
 
-The format is sniffed from the bytes (the declared content type is ignored); the pixel count is
-checked from the header before any pixel is decoded (decompression bombs); JPEGs are decoded at a
-reduced scale (DCT draft mode) when the model needs fewer pixels; EXIF orientation is applied;
-every mode (palette, greyscale, 16-bit, CMYK, alpha) becomes 8-bit RGB; animations give their
-first frame.  Box coordinates always refer to the *oriented, full-size* image.
+Pillow (libjpeg-turbo, libpng, libtiff, libwebp, giflib's format in Pillow's own reader) is the only decoder;
+this module decides what it may be asked to do, from the header, before any pixel is decoded:
+
+1. :func:`open_image` sniffs the format from the magic bytes (the declared content type is ignored) and opens
+   the file with that one Pillow plugin (``formats=[sniffed]``), so no other plugin can take it; the decoded
+   format must be the sniffed one.  The pixel count is checked from the header (413 beyond ``max_pixels``).
+   Only the first frame or page is ever read: no walk over all frames (``animated`` says whether more exist).
+2. :meth:`OpenedImage.decode` is given the fraction of the full resolution the model needs along each axis.
+   A JPEG is decoded at the smallest DCT scale that keeps that many pixels (draft mode: 1/2, 1/4 or 1/8).  The
+   memory the decode and every conversion will take is computed from the header (:meth:`OpenedImage.cost`)
+   and refused with 413 beyond ``max_bytes``.  Then Pillow decodes; an image that is not 8-bit RGB is
+   converted to it strip by strip, each strip first reduced by an integer factor (a box filter) to no fewer
+   pixels than needed - so no conversion (16-bit scaling, alpha compositing on white, palette, CMYK) ever
+   makes a full-size copy, let alone a float64 one.  The EXIF orientation is applied last, on the result.
+
+Box coordinates always refer to the *oriented, full-size* image: :class:`DecodedImage` keeps that size, and
+its ``image`` may be smaller but covers exactly the same field of view.
 """
 
 from __future__ import annotations
 
 import io
 import math
-from collections.abc import Callable
+import warnings
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, PngImagePlugin, UnidentifiedImageError
 
-from app.core import jpeg8
 from app.errors import InvalidImage, PayloadTooLarge, UnsupportedMediaType
 
 # (magic prefix, offset, format name)
@@ -34,7 +44,6 @@ _SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
 )
 SUPPORTED_FORMATS = tuple(sorted({s[2] for s in _SIGNATURES}))
 _SWAPS_AXES = {5, 6, 7, 8}  # EXIF orientations that transpose width and height
-Decoder = Literal["pillow", "jpeg8"]  # what decoded the pixels: Pillow, or app.core.jpeg8 (1/8 scale)
 _ORIENT = {  # EXIF orientation -> the transpose that undoes it (as ImageOps.exif_transpose)
     2: Image.Transpose.FLIP_LEFT_RIGHT,
     3: Image.Transpose.ROTATE_180,
@@ -44,21 +53,41 @@ _ORIENT = {  # EXIF orientation -> the transpose that undoes it (as ImageOps.exi
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
+# Bytes a pixel takes in Pillow's own storage (multi-band 8-bit modes are stored at 4 bytes a pixel).
+_PIXEL_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2, "I": 4, "F": 4}
+_RGB_BYTES = 4
+# Whole extra copies of the decoded image a format's decoder holds while it decodes: libtiff reads a strip
+# (at most the whole image) into its own buffer; libwebp decodes into its buffer, which Pillow then copies.
+_DECODER_COPIES = {"TIFF": 1, "WEBP": 1}
+# Working memory of one conversion strip (float64 scaling of 16-bit or float data, RGBA compositing).
+_STRIP_BYTES = 4 << 20
+_TEXT_CHUNK_BYTES = 1 << 20  # PNG text / ICC chunks: largest decompressed chunk, and all of them together
+_TEXT_TOTAL_BYTES = 8 << 20
+
+
+def configure_pillow(max_pixels: int) -> None:
+    """Pillow's own process-wide limits, set from the service's: its decompression-bomb check at
+    ``max_pixels`` (raised as an error, never a warning - the service refuses beyond it anyway), no
+    truncated images, and PNG metadata chunks decompressed to at most 1 MiB each and 8 MiB in all."""
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    PngImagePlugin.MAX_TEXT_CHUNK = _TEXT_CHUNK_BYTES
+    PngImagePlugin.MAX_TEXT_MEMORY = _TEXT_TOTAL_BYTES
 
 
 @dataclass(frozen=True)
 class DecodedImage:
     """An oriented RGB image.  ``width``/``height`` are the full oriented size; ``image`` may be
-    smaller (JPEG draft) but covers exactly the same field of view."""
+    smaller (JPEG draft, or a reduction) but covers exactly the same field of view."""
 
     image: Image.Image
     width: int
     height: int
     format: str
     mode: str
-    frames: int
+    animated: bool
     orientation: int
-    decoder: Decoder = "pillow"
 
 
 def sniff_format(data: bytes) -> str:
@@ -73,13 +102,183 @@ def sniff_format(data: bytes) -> str:
     )
 
 
-def _to_rgb(im: Image.Image) -> Image.Image:
-    """8-bit RGB from any Pillow mode; transparent pixels are composited on white."""
+def pixel_bytes(mode: str) -> int:
+    """Bytes a pixel of ``mode`` takes in Pillow's storage."""
+    return _PIXEL_BYTES.get(mode, 4)
+
+
+def reduction_factor(size: tuple[int, int], fraction: float) -> int:
+    """The largest of 8, 4, 2, 1 by which an image of ``size`` (w, h) can be reduced and still keep
+    ``fraction`` of its pixels along each axis - the rule of Pillow's JPEG ``draft`` for its DCT scales."""
+    req_w, req_h = _draft_request(size, fraction)
+    ratio = min(size[0] // req_w, size[1] // req_h)
+    return next(s for s in (8, 4, 2, 1) if ratio >= s)
+
+
+@dataclass
+class OpenedImage:
+    """An upload whose header was read and checked; no pixel decoded yet (:meth:`decode` does).
+
+    ``orientation`` is None while unknown: a PNG's eXIf chunk may follow its pixels, and Pillow decodes the
+    image to find it; it is then costed as if it were set, and read after decoding."""
+
+    im: ImageFile.ImageFile
+    format: str
+    size: tuple[int, int]  # as stored, before orientation
+    orientation: int | None
+
+    @property
+    def width(self) -> int:
+        return _oriented(self.size, self.orientation or 1)[0]
+
+    @property
+    def height(self) -> int:
+        return _oriented(self.size, self.orientation or 1)[1]
+
+    def cost(self, fraction: float) -> tuple[int, int, int]:
+        """(bytes, factor, scale) of decoding for ``fraction`` of the full resolution: the peak memory of the
+        decode and of every conversion (from the header), the reduction factor applied before converting, and
+        the JPEG DCT scale denominator (1 when not drafted).  Pure: changes nothing on the image."""
+        w, h = self.size
+        mode, scale = self.im.mode, 1
+        if self.format == "JPEG" and 0 < fraction < 1:
+            scale = _draft_scale(self.im, fraction)
+        dw, dh = math.ceil(w / scale), math.ceil(h / scale)
+        decoded = dw * dh * pixel_bytes(mode) * (1 + _DECODER_COPIES.get(self.format, 0))
+        if self.format == "JPEG" and self.im.info.get("progressive"):
+            decoded += _progressive_coefficients(self.im, w, h)
+        if mode == "RGB" and self.orientation == 1:  # decoded as it is served: nothing converted or copied
+            return decoded, 1, scale
+        factor = reduction_factor((dw, dh), min(1.0, fraction * scale))
+        out = math.ceil(dw / factor) * math.ceil(dh / factor) * _RGB_BYTES
+        return decoded + 2 * out + _STRIP_BYTES, factor, scale  # the converted image, then its transposition
+
+    def decode(self, fraction: float, max_bytes: int) -> DecodedImage:
+        """Decode for ``fraction`` of the full resolution (1: all of it), within ``max_bytes`` (413 beyond)."""
+        need, factor, scale = self.cost(fraction)
+        if need > max_bytes:
+            raise PayloadTooLarge(
+                f"decoding this {self.width}x{self.height} {self.format} ({self.im.mode}) image would take {need} "
+                f"bytes, over the limit of {max_bytes}",
+                field="image",
+            )
+        im: Image.Image = self.im
+        mode = im.mode
+        animated = bool(getattr(im, "is_animated", False))
+        try:
+            if scale > 1:
+                im.draft("RGB", _draft_request(self.size, fraction))
+            im.load()
+            orientation = self.orientation if self.orientation is not None else _orientation(im)
+            if im.mode != "RGB" or (factor > 1 and orientation != 1):  # RGB as it is: served unreduced
+                im = _to_rgb(im, factor)
+            if orientation in _ORIENT:
+                im = im.transpose(_ORIENT[orientation])
+        except Image.DecompressionBombError as exc:
+            raise PayloadTooLarge(f"image has too many pixels ({exc})", field="image") from exc
+        except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, MemoryError) as exc:
+            raise InvalidImage(
+                f"cannot decode the {self.format} image: it is corrupt or truncated", field="image"
+            ) from exc
+        width, height = _oriented(self.size, orientation)
+        return DecodedImage(im, width, height, self.format, mode, animated, orientation)
+
+
+def open_image(data: bytes, *, max_pixels: int) -> OpenedImage:
+    """Sniff, open with that format's plugin only, and check the header: 415 for what is not a supported
+    image, 422 for what Pillow cannot read, 413 beyond ``max_pixels``."""
+    if not data:
+        raise InvalidImage("the upload is empty", field="image")
+    fmt = sniff_format(data)
+    try:
+        im = Image.open(io.BytesIO(data), formats=[fmt])
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise PayloadTooLarge(f"image has too many pixels ({exc})", field="image") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
+        raise InvalidImage(f"cannot read the {fmt} image: it is corrupt or truncated", field="image") from exc
+    if im.format != fmt:  # formats=[fmt] makes this impossible; checked all the same, it is the allow-list
+        raise UnsupportedMediaType(
+            f"the upload reads as {im.format}, not as the {fmt} its bytes announce", field="image"
+        )
+    w, h = im.size
+    if w < 1 or h < 1:
+        raise InvalidImage(f"image has no pixels ({w}x{h})", field="image")
+    if w * h > max_pixels:
+        raise PayloadTooLarge(f"image is {w}x{h} = {w * h} pixels, over the limit of {max_pixels}", field="image")
+    late_exif = fmt == "PNG" and "exif" not in im.info  # PngImageFile.getexif() would decode the image
+    return OpenedImage(im, fmt, (w, h), None if late_exif else _orientation(im))
+
+
+def decode_image(data: bytes, *, max_pixels: int, max_bytes: int, fraction: float = 1.0) -> DecodedImage:
+    """:func:`open_image` then :meth:`OpenedImage.decode`."""
+    return open_image(data, max_pixels=max_pixels).decode(fraction, max_bytes)
+
+
+def _orientation(im: Image.Image) -> int:
+    try:
+        value = int(im.getexif().get(0x0112, 1) or 1)
+    except Exception:  # any malformed EXIF: no orientation
+        return 1
+    return value if value in _ORIENT else 1
+
+
+def _oriented(size: tuple[int, int], orientation: int) -> tuple[int, int]:
+    w, h = size
+    return (h, w) if orientation in _SWAPS_AXES else (w, h)
+
+
+def _draft_request(size: tuple[int, int], fraction: float) -> tuple[int, int]:
+    """The size asked of Pillow's JPEG ``draft`` for ``fraction`` of ``size``."""
+    return max(1, math.ceil(size[0] * fraction)), max(1, math.ceil(size[1] * fraction))
+
+
+def _draft_scale(im: ImageFile.ImageFile, fraction: float) -> int:
+    """The DCT scale denominator ``JpegImageFile.draft`` picks for ``fraction`` (1 where it does not draft:
+    a file of several tiles)."""
+    return reduction_factor(im.size, fraction) if len(im.tile) == 1 else 1
+
+
+def _progressive_coefficients(im: Image.Image, width: int, height: int) -> int:
+    """Bytes of the coefficient buffer libjpeg keeps for a progressive JPEG: 2 per DCT coefficient of every
+    component at full resolution, whatever the draft scale."""
+    layers = getattr(im, "layer", None) or [("", 1, 1, 0)] * len(im.getbands())
+    hmax = max(int(layer[1]) for layer in layers) or 1
+    vmax = max(int(layer[2]) for layer in layers) or 1
+    total = 0
+    for _, hs, vs, _ in layers:
+        cw = math.ceil(width * int(hs) / hmax / 8) * 8
+        ch = math.ceil(height * int(vs) / vmax / 8) * 8
+        total += cw * ch * 2
+    return total
+
+
+def _to_rgb(im: Image.Image, factor: int) -> Image.Image:
+    """8-bit RGB from any Pillow mode, reduced by ``factor`` (a box filter), one strip of rows at a time (a
+    strip's height is a multiple of ``factor``, so the result is the whole image's): each strip is converted,
+    then reduced - no full-size copy is made.  16-bit (or wider) data is scaled from its peak to 8 bits;
+    transparent pixels are composited on white."""
+    width, height = im.size
+    peak = _peak(im)
+    out = Image.new("RGB", (math.ceil(width / factor), math.ceil(height / factor)))
+    rows = max(factor, _STRIP_BYTES // (width * 32) // factor * factor)
+    for top in range(0, height, rows):
+        strip = _strip_to_rgb(im.crop((0, top, width, min(height, top + rows))), peak)
+        out.paste(strip.reduce(factor) if factor > 1 else strip, (0, top // factor))
+    return out
+
+
+def _peak(im: Image.Image) -> float:
+    if im.mode not in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return 0.0
+    extrema = im.getextrema()
+    return float(extrema[1])  # type: ignore[arg-type]
+
+
+def _strip_to_rgb(im: Image.Image, peak: float) -> Image.Image:
     if im.mode == "RGB":
         return im
     if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         a = np.asarray(im, dtype=np.float64)
-        peak = float(a.max()) if a.size else 0.0
         if peak > 255:  # 16-bit (or wider) data: scale its range to 8 bits
             a = a * (255.0 / (65535.0 if peak <= 65535 else peak))
         elif im.mode == "F" and peak <= 1.0:
@@ -92,64 +291,3 @@ def _to_rgb(im: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return im.convert("RGB")
-
-
-def decode_image(
-    data: bytes,
-    *,
-    max_pixels: int,
-    needed_fraction: Callable[[int, int], float] | None = None,
-    jpeg_threads: int = 0,
-) -> DecodedImage:
-    """Decode an upload.
-
-    ``needed_fraction(width, height)`` (oriented size) tells what fraction of the full resolution the
-    model needs along each axis (e.g. 224 / 4000); a JPEG is then decoded at the smallest DCT scale
-    that still gives that many pixels (Pillow's draft mode: 1/2, 1/4 or 1/8).  When that scale is
-    1/8 and ``jpeg_threads`` > 0, :mod:`app.core.jpeg8` decodes it (same pixels, on up to two
-    threads); files it does not take go to Pillow.
-    """
-    if not data:
-        raise InvalidImage("the upload is empty", field="image")
-    fmt = sniff_format(data)
-    try:
-        im: Image.Image = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError as exc:
-        raise PayloadTooLarge(f"image has too many pixels ({exc})", field="image") from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise InvalidImage(f"cannot read the {fmt} image: it is corrupt or truncated", field="image") from exc
-    w, h = im.size
-    if w < 1 or h < 1:
-        raise InvalidImage(f"image has no pixels ({w}x{h})", field="image")
-    if w * h > max_pixels:
-        raise PayloadTooLarge(
-            f"image is {w}x{h} = {w * h} pixels, over the limit of {max_pixels}", field="image"
-        )
-    try:
-        orientation = int(im.getexif().get(0x0112, 1) or 1)
-    except Exception:
-        orientation = 1
-    frames = int(getattr(im, "n_frames", 1))
-    mode = im.mode
-    width, height = (h, w) if orientation in _SWAPS_AXES else (w, h)
-    fraction = needed_fraction(width, height) if needed_fraction is not None else 1.0
-    decoder: Decoder = "pillow"
-    if fmt == "JPEG" and 0 < fraction < 1:
-        im.draft("RGB", (max(1, math.ceil(w * fraction)), max(1, math.ceil(h * fraction))))
-        if jpeg_threads > 0 and getattr(im, "decoderconfig", ())[:1] == (jpeg8.SCALE,):  # Pillow chose 1/8
-            pixels = jpeg8.decode(data, jpeg_threads)
-            if pixels is not None and pixels.shape[:2] == (im.size[1], im.size[0]):
-                im = Image.fromarray(pixels)
-                decoder = "jpeg8"
-    try:
-        im.load()
-        if decoder == "jpeg8":  # a new image: no EXIF of its own to transpose by
-            oriented = im.transpose(_ORIENT[orientation]) if orientation in _ORIENT else im
-        else:
-            oriented = ImageOps.exif_transpose(im) if orientation != 1 else im
-        rgb = _to_rgb(oriented)
-    except Image.DecompressionBombError as exc:
-        raise PayloadTooLarge(f"image has too many pixels ({exc})", field="image") from exc
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise InvalidImage(f"cannot decode the {fmt} image: it is corrupt or truncated", field="image") from exc
-    return DecodedImage(rgb, width, height, fmt, mode, frames, orientation, decoder)

@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from app.core.cam import CamNorm, CamRegion
 from app.deps import ImageUpload, InferenceDep
 from app.errors import InvalidParameter
-from app.routers.common import IMAGE_BODY_OPENAPI, PNG_RESPONSE, Format, ModelName, Overlay, png_response
+from app.routers.common import IMAGE_BODY_OPENAPI, PNG_RESPONSE, Format, ModelName, Overlay, answer
 from app.schemas import CamResponse, OutputFormat
 from app.services.cam import CamParams, run_cam
 from app.sidecar import Task
@@ -26,8 +26,8 @@ router = APIRouter(tags=["cam"])
     summary="Where is each top class (or the class you name)? CAM heatmaps and boxes",
 )
 async def cam(
+    ctx: InferenceDep,  # first: readiness and a place before the body is read
     image: ImageUpload,
-    ctx: InferenceDep,
     model: ModelName = None,
     top_k: Annotated[int, Query(ge=1, le=20, description="How many top classes to localize.")] = 5,
     class_id: Annotated[int | None, Query(ge=0, description="Localize this class index instead of the top-k.")] = None,
@@ -56,8 +56,7 @@ async def cam(
         region=region,
         include_grid=include_grid,
         overlay=overlay or format is OutputFormat.png,
+        embed=overlay and format is OutputFormat.json,
     )
-    outcome = await ctx.run(
-        served.name, lambda settings: run_cam(served, image.read(), params, settings), lambda o: o.response
-    )
-    return png_response(outcome.png) if format is OutputFormat.png else outcome.response
+    outcome = await ctx.run(served.name, lambda deadline: run_cam(served, image, params, ctx.settings, deadline))
+    return answer(outcome, format)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Query
 from fastapi.responses import Response
 
 from app.deps import IMAGE_DESCRIPTION
 from app.schemas import OutputFormat
+from app.services.common import Outcome
+
+R = TypeVar("R")
 
 ModelName = Annotated[str | None, Query(description="Model to use (GET /models lists them); default: the task's default.")]
 Overlay = Annotated[bool, Query(description="Include a PNG picture of the result (base64) in the JSON.")]
@@ -46,6 +49,8 @@ IMAGE_BODY_OPENAPI: dict[str, Any] = {
 }
 
 
-def png_response(png: bytes | None) -> Response:
-    assert png is not None
-    return Response(content=png, media_type="image/png")
+def answer(outcome: Outcome[R], format: OutputFormat) -> R | Response:
+    """The job's typed response, or with ``format=png`` its overlay picture itself."""
+    if format is OutputFormat.png and outcome.png is not None:
+        return Response(content=outcome.png, media_type="image/png")
+    return outcome.response

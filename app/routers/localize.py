@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from app.deps import ImageUpload, InferenceDep
-from app.routers.common import IMAGE_BODY_OPENAPI, PNG_RESPONSE, Format, ModelName, Overlay, png_response
+from app.routers.common import IMAGE_BODY_OPENAPI, PNG_RESPONSE, Format, ModelName, Overlay, answer
 from app.schemas import LocalizeResponse, OutputFormat
 from app.services.localize import LocalizeParams, run_localize
 from app.sidecar import Task
@@ -24,8 +24,8 @@ router = APIRouter(tags=["localize"])
     summary="What is the main object and where is it? A class and a box",
 )
 async def localize(
+    ctx: InferenceDep,  # first: readiness and a place before the body is read
     image: ImageUpload,
-    ctx: InferenceDep,
     model: ModelName = None,
     top_k: Annotated[int, Query(ge=1, le=20, description="How many alternative classes to return.")] = 5,
     overlay: Overlay = False,
@@ -34,8 +34,8 @@ async def localize(
     """Upload an image in the multipart field `image` (or send it as the raw body, `Content-Type: image/*`).  A multi-task network predicts the class and
     regresses the object's box; the box comes back in pixels of the full, EXIF-oriented image."""
     served = ctx.registry.get(Task.localize, model)
-    params = LocalizeParams(top_k=top_k, overlay=overlay or format is OutputFormat.png)
-    outcome = await ctx.run(
-        served.name, lambda settings: run_localize(served, image.read(), params, settings), lambda o: o.response
+    params = LocalizeParams(
+        top_k=top_k, overlay=overlay or format is OutputFormat.png, embed=overlay and format is OutputFormat.json
     )
-    return png_response(outcome.png) if format is OutputFormat.png else outcome.response
+    outcome = await ctx.run(served.name, lambda deadline: run_localize(served, image, params, ctx.settings, deadline))
+    return answer(outcome, format)

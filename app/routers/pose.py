@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from app.core.boxes import rchw_to_xyxy
 from app.deps import ImageUpload, InferenceDep
 from app.errors import InvalidParameter
-from app.routers.common import IMAGE_BODY_OPENAPI, PNG_RESPONSE, Format, ModelName, Overlay, png_response
+from app.routers.common import IMAGE_BODY_OPENAPI, PNG_RESPONSE, Format, ModelName, Overlay, answer
 from app.schemas import OutputFormat, PoseResponse
 from app.services.common import Region
 from app.services.pose import PoseParams, run_pose
@@ -48,8 +48,8 @@ def parse_box(text: str | None, fmt: BoxFormat) -> Region | None:
     summary="Where are the person's joints? 14 LSP joints and the skeleton",
 )
 async def pose(
+    ctx: InferenceDep,  # first: readiness and a place before the body is read
     image: ImageUpload,
-    ctx: InferenceDep,
     model: ModelName = None,
     box: Annotated[
         str | None,
@@ -64,8 +64,10 @@ async def pose(
     and the network regresses 2k numbers: each joint's x, y as fractions of the box, mapped back to
     image pixels."""
     served = ctx.registry.get(Task.pose, model)
-    params = PoseParams(box=parse_box(box, box_format), overlay=overlay or format is OutputFormat.png)
-    outcome = await ctx.run(
-        served.name, lambda settings: run_pose(served, image.read(), params, settings), lambda o: o.response
+    params = PoseParams(
+        box=parse_box(box, box_format),
+        overlay=overlay or format is OutputFormat.png,
+        embed=overlay and format is OutputFormat.json,
     )
-    return png_response(outcome.png) if format is OutputFormat.png else outcome.response
+    outcome = await ctx.run(served.name, lambda deadline: run_pose(served, image, params, ctx.settings, deadline))
+    return answer(outcome, format)

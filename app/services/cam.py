@@ -13,7 +13,18 @@ from app.core.imaging import DecodedImage
 from app.core.overlay import blend_heatmap, display_image, draw_box, png_bytes
 from app.registry import LoadedModel
 from app.schemas import CamClass, CamResponse, Timings
-from app.services.common import Stopwatch, b64, box_out, class_prediction, image_info, prepare, softmax, top_k
+from app.services.common import (
+    Deadline,
+    Outcome,
+    Stopwatch,
+    b64,
+    box_out,
+    class_prediction,
+    image_info,
+    prepare,
+    softmax,
+    top_k,
+)
 
 
 @dataclass(frozen=True)
@@ -24,13 +35,8 @@ class CamParams:
     norm: CamNorm = CamNorm.minmax
     region: CamRegion = CamRegion.peak
     include_grid: bool = False
-    overlay: bool = False
-
-
-@dataclass(frozen=True)
-class CamOutcome:
-    response: CamResponse
-    png: bytes | None
+    overlay: bool = False  # draw the PNG overlay
+    embed: bool = False  # and put it, base64, in the JSON
 
 
 def raster_size(width: int, height: int, max_side: int) -> tuple[int, int]:
@@ -39,12 +45,12 @@ def raster_size(width: int, height: int, max_side: int) -> tuple[int, int]:
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
-def run_cam(model: LoadedModel, data: bytes, params: CamParams, settings: Settings) -> CamOutcome:
+def run_cam(model: LoadedModel, data: bytes, params: CamParams, settings: Settings, deadline: Deadline) -> Outcome[CamResponse]:
     assert model.cam_weight is not None and model.cam_bias is not None  # registry guarantees for CAM models
     watch = Stopwatch()
-    prep = prepare(data, model, settings)
+    prep = prepare(data, model, settings, overlay=params.overlay)
     decode_ms = watch.lap()
-    out = model.run(prep.batch, ["features", "logits"])
+    out = model.run(prep.batch, ["features", "logits"], deadline.left("inference"))
     inference_ms = watch.lap()
 
     feats, logits = out["features"][0], out["logits"][0]
@@ -59,6 +65,7 @@ def run_cam(model: LoadedModel, data: bytes, params: CamParams, settings: Settin
     results: list[CamClass] = []
     first_norm: npt.NDArray[np.float64] | None = None
     for idx, m in zip(classes, maps, strict=True):
+        deadline.left("the class maps")
         norm = normalize_map(resample(m, rows, cols), params.norm)
         first_norm = norm if first_norm is None else first_norm
         xyxy = threshold_box(norm, params.threshold, params.region) * cell
@@ -73,7 +80,9 @@ def run_cam(model: LoadedModel, data: bytes, params: CamParams, settings: Settin
                 grid=m.astype(float).round(5).tolist() if params.include_grid else None,
             )
         )
+    deadline.left("the overlay")
     png = _overlay(prep.decoded, first_norm, results[0], settings) if params.overlay and first_norm is not None else None
+    timings = Timings(decode_ms=decode_ms, inference_ms=inference_ms, postprocess_ms=watch.lap())
     response = CamResponse(
         model=model.name,
         image=image_info(prep.decoded),
@@ -82,10 +91,10 @@ def run_cam(model: LoadedModel, data: bytes, params: CamParams, settings: Settin
         region=params.region.value,
         grid_size=(int(maps.shape[1]), int(maps.shape[2])),
         classes=results,
-        overlay_png=b64(png) if png is not None else None,
-        timings=Timings(decode_ms=decode_ms, inference_ms=inference_ms, postprocess_ms=watch.lap()),
+        overlay_png=b64(png) if png is not None and params.embed else None,
+        timings=timings,
     )
-    return CamOutcome(response, png)
+    return Outcome(response, png, timings, prep.decoded.format)
 
 
 def _overlay(decoded: DecodedImage, norm: npt.NDArray[np.float64], top: CamClass, settings: Settings) -> bytes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import time
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -12,10 +13,10 @@ import numpy.typing as npt
 from app.config import Settings
 from app.core.boxes import BoxError, normalize_xyxy, validate_xyxy, xyxy_to_rchw
 from app.core.fitting import Fit, fit_image
-from app.core.imaging import DecodedImage, decode_image
-from app.errors import InvalidParameter
+from app.core.imaging import DecodedImage, open_image
+from app.errors import InvalidParameter, RequestTimeout
 from app.registry import LoadedModel
-from app.schemas import Box, ClassPrediction, ImageInfo, NormalizedBox
+from app.schemas import Box, ClassPrediction, ImageInfo, NormalizedBox, Timings
 
 Region = tuple[float, float, float, float]
 
@@ -32,23 +33,39 @@ class Stopwatch:
         return round(ms, 3)
 
 
-class JobSettings:
-    """The settings an inference job runs with, given how many jobs run at that moment (itself included).
+@dataclass(frozen=True)
+class Deadline:
+    """The one deadline of an inference job (``time.monotonic()``), from the moment it has its slot: checked
+    between stages, and what is left of it bounds the onnxruntime run (which is then terminated)."""
 
-    Splitting a JPEG's decoding over two threads (``jpeg_decode_threads`` = 2) shortens one request
-    but costs CPU (12.4 ms of CPU against Pillow's 9.9 ms for a 12 MP photo): it pays only while a core
-    would otherwise be idle.  So a job that runs alone gets the settings as they are, and a job that
-    shares the CPU with another gets them with the JPEG decoding left to Pillow.
-    """
+    at: float
+    budget_s: float
 
-    def __init__(self, settings: Settings) -> None:
-        self.alone = settings
-        self.shared = (
-            settings.model_copy(update={"jpeg_decode_threads": 0}) if settings.jpeg_decode_threads >= 2 else settings
-        )
+    @classmethod
+    def start(cls, budget_s: float) -> Deadline:
+        """The deadline ``budget_s`` from now."""
+        return cls(time.monotonic() + budget_s, budget_s)
 
-    def __call__(self, running: int) -> Settings:
-        return self.alone if running <= 1 else self.shared
+    def left(self, stage: str) -> float:
+        """Seconds left before ``stage``; 503 when none are."""
+        left = self.at - time.monotonic()
+        if left <= 0:
+            raise RequestTimeout(f"the request took longer than {self.budget_s:g} s (before {stage}) and was stopped; retry later")
+        return left
+
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Outcome(Generic[R]):
+    """What a job gives back: the typed response, the PNG overlay when one was drawn, and beside them the
+    stage timings and the image's format for the metrics."""
+
+    response: R
+    png: bytes | None
+    timings: Timings
+    format: str
 
 
 @dataclass(frozen=True)
@@ -58,19 +75,18 @@ class Prepared:
     fit: Fit
 
 
-def prepare(data: bytes, model: LoadedModel, settings: Settings, region: Region | None = None) -> Prepared:
-    """bytes -> oriented image -> model input (the image, or ``region`` of it, fitted to the model)."""
-    spec = model.spec
-
-    def needed(width: int, height: int) -> float:
-        reg = _checked_region(region, width, height)
-        return spec.needed_fraction(reg[2] - reg[0], reg[3] - reg[1]) if settings.jpeg_draft else 1.0
-
-    decoded = decode_image(
-        data, max_pixels=settings.max_image_pixels, needed_fraction=needed, jpeg_threads=settings.jpeg_decode_threads
-    )
+def prepare(data: bytes, model: LoadedModel, settings: Settings, region: Region | None = None, *, overlay: bool = False) -> Prepared:
+    """bytes -> oriented image -> model input (the image, or ``region`` of it, fitted to the model).  The image
+    is decoded at the smallest scale that still gives the model (and, with ``overlay``, the overlay picture)
+    the pixels it needs."""
+    opened = open_image(data, max_pixels=settings.max_image_pixels)
+    reg = _checked_region(region, opened.width, opened.height)
+    fraction = model.spec.needed_fraction(reg[2] - reg[0], reg[3] - reg[1]) if settings.jpeg_draft else 1.0
+    if overlay:
+        fraction = max(fraction, settings.overlay_max_side / max(opened.width, opened.height))
+    decoded = opened.decode(min(1.0, fraction), settings.max_decode_bytes)
     reg = _checked_region(region, decoded.width, decoded.height)
-    batch, fit = fit_image(decoded, spec, reg)
+    batch, fit = fit_image(decoded, model.spec, reg)
     return Prepared(decoded, batch, fit)
 
 
@@ -114,8 +130,7 @@ def box_out(xyxy: npt.ArrayLike, width: int, height: int) -> Box:
 
 def image_info(d: DecodedImage) -> ImageInfo:
     return ImageInfo(
-        width=d.width, height=d.height, format=d.format, mode=d.mode, exif_orientation=d.orientation, frames=d.frames,
-        decoder=d.decoder,
+        width=d.width, height=d.height, format=d.format, mode=d.mode, exif_orientation=d.orientation, animated=d.animated
     )
 
 

@@ -11,7 +11,18 @@ from app.core.boxes import rchw_to_xyxy
 from app.core.overlay import display_image, draw_box, png_bytes
 from app.registry import LoadedModel
 from app.schemas import LocalizeResponse, Timings
-from app.services.common import Stopwatch, b64, box_out, class_prediction, image_info, prepare, softmax, top_k
+from app.services.common import (
+    Deadline,
+    Outcome,
+    Stopwatch,
+    b64,
+    box_out,
+    class_prediction,
+    image_info,
+    prepare,
+    softmax,
+    top_k,
+)
 
 BOX_FORMATS = ("rchw_norm", "xyxy_norm")
 
@@ -19,13 +30,8 @@ BOX_FORMATS = ("rchw_norm", "xyxy_norm")
 @dataclass(frozen=True)
 class LocalizeParams:
     top_k: int = 5
-    overlay: bool = False
-
-
-@dataclass(frozen=True)
-class LocalizeOutcome:
-    response: LocalizeResponse
-    png: bytes | None
+    overlay: bool = False  # draw the PNG overlay
+    embed: bool = False  # and put it, base64, in the JSON
 
 
 def model_box_to_input_xyxy(box: np.ndarray, box_format: str, input_w: int, input_h: int) -> np.ndarray:
@@ -39,11 +45,13 @@ def model_box_to_input_xyxy(box: np.ndarray, box_format: str, input_w: int, inpu
     return np.asarray(xyxy * np.array([input_w, input_h, input_w, input_h], dtype=np.float64))
 
 
-def run_localize(model: LoadedModel, data: bytes, params: LocalizeParams, settings: Settings) -> LocalizeOutcome:
+def run_localize(
+    model: LoadedModel, data: bytes, params: LocalizeParams, settings: Settings, deadline: Deadline
+) -> Outcome[LocalizeResponse]:
     watch = Stopwatch()
-    prep = prepare(data, model, settings)
+    prep = prepare(data, model, settings, overlay=params.overlay)
     decode_ms = watch.lap()
-    out = model.run(prep.batch, ["logits", "box"])
+    out = model.run(prep.batch, ["logits", "box"], deadline.left("inference"))
     inference_ms = watch.lap()
 
     logits = out["logits"][0]
@@ -57,17 +65,19 @@ def run_localize(model: LoadedModel, data: bytes, params: LocalizeParams, settin
     box = box_out(xyxy, width, height)
     png = None
     if params.overlay:
+        deadline.left("the overlay")
         canvas = display_image(prep.decoded.image, settings.overlay_max_side)
         s = canvas.width / width
         draw_box(canvas, [box.x1 * s, box.y1 * s, box.x2 * s, box.y2 * s], f"{preds[0].name} {preds[0].probability:.0%}")
         png = png_bytes(canvas)
+    timings = Timings(decode_ms=decode_ms, inference_ms=inference_ms, postprocess_ms=watch.lap())
     response = LocalizeResponse(
         model=model.name,
         image=image_info(prep.decoded),
         label=preds[0],
         box=box,
         top_k=preds,
-        overlay_png=b64(png) if png is not None else None,
-        timings=Timings(decode_ms=decode_ms, inference_ms=inference_ms, postprocess_ms=watch.lap()),
+        overlay_png=b64(png) if png is not None and params.embed else None,
+        timings=timings,
     )
-    return LocalizeOutcome(response, png)
+    return Outcome(response, png, timings, prep.decoded.format)

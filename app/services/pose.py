@@ -10,29 +10,24 @@ from app.config import Settings
 from app.core.overlay import display_image, draw_skeleton, png_bytes
 from app.registry import LoadedModel
 from app.schemas import Edge, Joint, PoseResponse, Timings
-from app.services.common import Region, Stopwatch, b64, box_out, image_info, prepare
+from app.services.common import Deadline, Outcome, Region, Stopwatch, b64, box_out, image_info, prepare
 
 
 @dataclass(frozen=True)
 class PoseParams:
     box: Region | None = None  # xyxy in image pixels
-    overlay: bool = False
+    overlay: bool = False  # draw the PNG overlay
+    embed: bool = False  # and put it, base64, in the JSON
 
 
-@dataclass(frozen=True)
-class PoseOutcome:
-    response: PoseResponse
-    png: bytes | None
-
-
-def run_pose(model: LoadedModel, data: bytes, params: PoseParams, settings: Settings) -> PoseOutcome:
+def run_pose(model: LoadedModel, data: bytes, params: PoseParams, settings: Settings, deadline: Deadline) -> Outcome[PoseResponse]:
     spec = model.sidecar.joints
     assert spec is not None  # registry only serves pose models with a joints spec
     watch = Stopwatch()
-    prep = prepare(data, model, settings, region=params.box)
+    prep = prepare(data, model, settings, region=params.box, overlay=params.overlay)
     decode_ms = watch.lap()
     wanted = ["joints"] + (["joint_visibility"] if "joint_visibility" in model.sidecar.outputs else [])
-    out = model.run(prep.batch, wanted)
+    out = model.run(prep.batch, wanted, deadline.left("inference"))
     inference_ms = watch.lap()
 
     k = len(spec.names)
@@ -52,17 +47,19 @@ def run_pose(model: LoadedModel, data: bytes, params: PoseParams, settings: Sett
     person = box_out(prep.fit.region, width, height)
     png = None
     if params.overlay:
+        deadline.left("the overlay")
         canvas = display_image(prep.decoded.image, settings.overlay_max_side)
         s = canvas.width / width
         draw_skeleton(canvas, points * s, spec.edges, spec.names)
         png = png_bytes(canvas)
+    timings = Timings(decode_ms=decode_ms, inference_ms=inference_ms, postprocess_ms=watch.lap())
     response = PoseResponse(
         model=model.name,
         image=image_info(prep.decoded),
         person_box=person,
         joints=joints,
         edges=edges,
-        overlay_png=b64(png) if png is not None else None,
-        timings=Timings(decode_ms=decode_ms, inference_ms=inference_ms, postprocess_ms=watch.lap()),
+        overlay_png=b64(png) if png is not None and params.embed else None,
+        timings=timings,
     )
-    return PoseOutcome(response, png)
+    return Outcome(response, png, timings, prep.decoded.format)

@@ -48,7 +48,7 @@ async def test_limiter_times_out_waiting() -> None:
 
 @pytest.fixture
 async def busy_app(tiny_models_dir: Path) -> AsyncIterator[tuple[httpx.AsyncClient, InferenceLimiter]]:
-    app = create_app(Settings(models_dir=tiny_models_dir, max_concurrency=1, max_queue=0, retry_after_s=3, max_upload_bytes=50_000))
+    app = create_app(Settings(models_dir=tiny_models_dir, max_concurrency=1, max_queue=0, retry_after_s=3, max_upload_bytes=50_000, auth=False))
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c,
@@ -97,7 +97,7 @@ async def test_streamed_upload_over_limit_is_413_without_content_length(busy_app
 
 async def test_inference_timeout_is_503(real_models_dir: Path, cat_jpeg: bytes) -> None:
     """An onnxruntime run over the per-request limit is terminated: 503, and the server goes on."""
-    app = create_app(Settings(models_dir=real_models_dir, models=["efficientnet_lite0_imagenet"], inference_timeout_s=0.001))
+    app = create_app(Settings(models_dir=real_models_dir, models=["efficientnet_lite0_imagenet"], job_timeout_s=0.001, auth=False))
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client,
@@ -105,5 +105,5 @@ async def test_inference_timeout_is_503(real_models_dir: Path, cat_jpeg: bytes) 
         r = await client.post("/cam", files=files(cat_jpeg))
         assert r.status_code == 503 and r.json()["type"].endswith("/timeout"), r.text
         assert "retry" in r.json()["detail"]
-        app.state.registry.models["efficientnet_lite0_imagenet"].timeout_s = 30.0
+        app.state.settings.job_timeout_s = 30.0
         assert (await client.post("/cam", files=files(cat_jpeg))).status_code == 200

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from app.core.fitting import FitMode, InputSpec, fit_image
-from app.core.imaging import decode_image
+from app.core.imaging import open_image
 from app.services.localize import model_box_to_input_xyxy
 from tests.conftest import encode
 
@@ -33,7 +33,8 @@ def test_outputs_map_inside_the_oriented_image(
     exif[0x0112] = orientation
     data = encode(Image.new("RGB", (w, h), (10, 200, 30)), "JPEG", exif=exif)
     spec = InputSpec(64, 96, fit=mode)
-    d = decode_image(data, max_pixels=10**8, needed_fraction=spec.needed_fraction)
+    opened = open_image(data, max_pixels=10**8)
+    d = opened.decode(min(1.0, spec.needed_fraction(opened.width, opened.height)), 10**10)
     iw, ih = (h, w) if orientation >= 5 else (w, h)
     assert (d.width, d.height) == (iw, ih)
 

@@ -58,27 +58,21 @@ def test_fifo_gate_bounds_concurrency() -> None:
     inside, peak = 0, 0
     lock = threading.Lock()
 
-    threads_seen: set[int] = set()
-
     def job(_: bytes, settings: Settings) -> None:
         nonlocal inside, peak
         with lock:
             inside += 1
             peak = max(peak, inside)
-            threads_seen.add(settings.jpeg_decode_threads)
         time.sleep(0.002)
         with lock:
             inside -= 1
 
-    settings = Settings(max_concurrency=2, jpeg_decode_threads=2)
+    settings = Settings(max_concurrency=2)
     res = run_inprocess(job, b"", concurrency=1, duration_s=30, settings=settings, max_requests=5)
     assert res.statuses == {200: 5}
-    assert threads_seen == {2}  # one client: every job runs alone, with the split decoder
-    threads_seen.clear()
     res = run_inprocess(job, b"", concurrency=6, duration_s=30, settings=settings, max_requests=40)
     assert res.statuses == {200: 40}
     assert peak <= 2
-    assert 0 in threads_seen  # six clients on two slots: jobs share the CPU and leave the decoding to Pillow
     with gate:
         pass
 
