@@ -19,9 +19,10 @@ import numpy as np
 
 from app.config import REPO_MODELS, Settings
 from app.registry import LoadedModel, limit_blas_threads, load_model
+from app.services.common import Deadline
 from app.services.pose import PoseParams, run_pose
-from export.pose_data import read_lsp_joints
-from export.pose_metrics import pck, pcp
+from export.pose.data import read_lsp_joints
+from export.pose.metrics import pck, pcp
 
 ROOT = Path(__file__).resolve().parents[1]
 LSP = ROOT.parent / "shared" / "data" / "lsp_train"
@@ -38,7 +39,7 @@ def evaluate(model: LoadedModel, root: Path, settings: Settings, indices: range 
     preds = []
     t0 = time.perf_counter()
     for path in lsp_images(root, indices):
-        res = run_pose(model, path.read_bytes(), PoseParams(), settings).response
+        res = run_pose(model, path.read_bytes(), PoseParams(), settings, Deadline.start(settings.job_timeout_s)).response
         preds.append([[j.x, j.y] for j in res.joints])
     gt, mask = xy[list(indices)], annotated[list(indices)]
     parts = pcp(np.array(preds), gt, mask)

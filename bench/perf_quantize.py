@@ -98,7 +98,8 @@ def float_nodes(graph: onnx.GraphProto, after_last_conv: bool = True) -> list[st
 
 
 def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def quantize(args: argparse.Namespace, fp32: LoadedModel, settings: Settings, out_dir: Path) -> tuple[Path, Path]:

@@ -6,12 +6,12 @@ import argparse
 import importlib
 import sys
 
-# Each sub-command lives in its own module exposing ``add_parser(subparsers)``.
-COMMANDS = ("export.cam", "export.localize", "export.localize_finetune", "export.pose")
+# Each task's command line lives in its package's ``cli`` module, exposing ``add_parser(subparsers)``.
+COMMANDS = ("export.cam.cli", "export.localize.cli", "export.localize.finetune.cli", "export.pose.cli")
 
 # Sub-commands that must run where only torch, numpy and Pillow are installed (a bare GPU machine): only their
 # own module is imported (the others import onnx, scipy, ... at module level or through their imports).
-STANDALONE = {"localize-pack": "export.localize_finetune", "localize-finetune": "export.localize_finetune"}
+STANDALONE = {"localize-pack": "export.localize.finetune.cli", "localize-finetune": "export.localize.finetune.cli"}
 
 
 def modules_for(argv: list[str]) -> tuple[str, ...]:
@@ -20,6 +20,7 @@ def modules_for(argv: list[str]) -> tuple[str, ...]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Parse ``argv`` (default: the process's arguments) and run the chosen sub-command."""
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="python -m export", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
