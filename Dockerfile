@@ -4,12 +4,10 @@
 # run on a read-only root filesystem.
 FROM python:3.11-slim AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
-# a C compiler for the one extension (app/core/_jpeg8.c); the runtime stage does not need it
-RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/*
 WORKDIR /srv
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-COPY requirements.txt pyproject.toml setup.py README.md ./
+COPY requirements.txt pyproject.toml README.md ./
 RUN pip install --quiet -r requirements.txt
 COPY app ./app
 COPY export ./export
@@ -28,4 +26,6 @@ USER 10001
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
   CMD ["python", "-c", "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=2).status == 200 else 1)"]
-CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000", "--timeout-graceful-shutdown", "30", "--no-server-header"]
+# --limit-concurrency: connections and tasks at once (beyond: 503), above LOCSVC_MAX_CONCURRENCY + LOCSVC_MAX_QUEUE
+# (10 by default) to leave room for health checks and metrics.
+CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000", "--timeout-graceful-shutdown", "30", "--no-server-header", "--limit-concurrency", "32"]

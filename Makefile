@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-HOST   ?= 0.0.0.0
+HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
 .PHONY: run test install install-dev install-browser install-nginx lint typecheck unit export-cam clean
@@ -11,8 +11,8 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-# Runtime install: the same two commands as the Dockerfile (the second also compiles app/core/_jpeg8.c).
-$(VENV)/.runtime: requirements.txt pyproject.toml setup.py app/core/_jpeg8.c | $(BIN)/python
+# Runtime install: the same two commands as the Dockerfile.
+$(VENV)/.runtime: requirements.txt pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements.txt
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
@@ -33,8 +33,12 @@ install-browser: $(VENV)/.dev
 install-nginx:
 	command -v nginx >/dev/null || (apt-get update -qq && apt-get install -y -qq nginx)
 
+# One command on a fresh machine: serves on 127.0.0.1 with authentication off (the service says so when it
+# starts). Elsewhere, set LOCSVC_API_KEY instead:  make run HOST=0.0.0.0 AUTH=on LOCSVC_API_KEY=...
+AUTH ?= off
 run: $(VENV)/.runtime
-	$(BIN)/uvicorn app.main:app --host $(HOST) --port $(PORT) --timeout-graceful-shutdown 30
+	LOCSVC_AUTH=$(AUTH) $(BIN)/uvicorn app.main:app --host $(HOST) --port $(PORT) --timeout-graceful-shutdown 30 \
+		--limit-concurrency 32
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check app export tests bench

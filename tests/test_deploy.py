@@ -87,3 +87,24 @@ def test_sizing_script_loads_and_reads_proc() -> None:
     assert callable(module.measure) and callable(module.start_service)
     assert module.proc_status(os.getpid(), "VmRSS") > 0
     assert module.cpu_seconds(os.getpid()) > 0
+
+
+def test_compose_fails_closed_and_binds_loopback(compose: dict[str, Any]) -> None:
+    """Auth on with a key compose insists on (``${VAR:?...}``); host ports on 127.0.0.1 unless asked otherwise."""
+    for name in ("api", "lb"):
+        for port in compose["services"][name]["ports"]:
+            assert str(port).startswith("${LOCSVC_BIND:-127.0.0.1}:"), port
+    env = compose["services"]["api"]["environment"]
+    assert env["LOCSVC_API_KEY"].startswith("${LOCSVC_API_KEY:?")
+    assert "LOCSVC_AUTH" not in env
+
+
+def test_every_shipped_command_caps_connections() -> None:
+    """uvicorn --limit-concurrency in the image (compose and k8s run its CMD) and in `make run`."""
+    docker = (ROOT / "Dockerfile").read_text()
+    assert re.search(r'^CMD \[.*"--limit-concurrency", "\d+"', docker, flags=re.M)
+    make = (ROOT / "Makefile").read_text()
+    run = make.split("\nrun:", 1)[1].split("\n\n", 1)[0]
+    assert re.search(r"--limit-concurrency \d+", run) and "LOCSVC_AUTH=" in run
+    assert "--host $(HOST)" in run and re.search(r"^HOST\s+\?= 127\.0\.0\.1$", make, flags=re.M)
+    assert "gcc" not in docker  # no compiler: the service builds nothing

@@ -3,7 +3,9 @@
 ``render_nginx_conf`` turns deploy/nginx/nginx.conf (written for compose) into a config for a local nginx:
 the upstream ``server NAME:PORT resolve PARAMS;`` line becomes one ``server 127.0.0.1:PORT PARAMS;`` per
 backend (the same max_fails/fail_timeout), ``listen`` a loopback port, and every path nginx writes (pid,
-temp files, logs) goes under a run directory. Everything else is the shipped file, unchanged.
+temp files, logs) goes under a run directory. Everything else is the shipped file, unchanged, except the
+per-client request rate when a test asks for another (``client_rate``: a load test's clients all come from
+127.0.0.1, and a fast machine would meet the shipped rate limit).
 """
 
 from __future__ import annotations
@@ -51,7 +53,9 @@ def _sub(pattern: str, repl: str, text: str, what: str) -> str:
     return out
 
 
-def render_nginx_conf(template: str, listen_port: int, backends: list[int], run_dir: Path) -> str:
+def render_nginx_conf(
+    template: str, listen_port: int, backends: list[int], run_dir: Path, client_rate: str | None = None
+) -> str:
     m = re.search(r"^(?P<indent>[ \t]*)server[ \t]+\S+:\d+[ \t]+resolve(?P<params>[^;]*);", template, flags=re.M)
     if m is None:
         raise AssertionError("deploy/nginx/nginx.conf has no upstream `server NAME:PORT resolve ...;` line")
@@ -61,15 +65,19 @@ def render_nginx_conf(template: str, listen_port: int, backends: list[int], run_
     text = _sub(r"/tmp/nginx", str(run_dir / "nginx"), text, "/tmp/nginx paths")
     text = _sub(r"access_log /dev/stdout", f"access_log {run_dir / 'access.log'}", text, "access_log")
     text = _sub(r"error_log /dev/stderr", f"error_log {run_dir / 'error.log'}", text, "error_log")
+    if client_rate is not None:
+        text = _sub(r"(limit_req_zone\s[^;]*\brate=)\S+?;", rf"\g<1>{client_rate};", text, "limit_req_zone rate")
     return text
 
 
-def start_nginx(run_dir: Path, listen_port: int, backends: list[int]) -> subprocess.Popen[bytes]:
+def start_nginx(
+    run_dir: Path, listen_port: int, backends: list[int], client_rate: str | None = None
+) -> subprocess.Popen[bytes]:
     binary = nginx_binary()
     assert binary is not None
     run_dir.mkdir(parents=True, exist_ok=True)
     conf = run_dir / "nginx.conf"
-    conf.write_text(render_nginx_conf(NGINX_CONF.read_text(), listen_port, backends, run_dir))
+    conf.write_text(render_nginx_conf(NGINX_CONF.read_text(), listen_port, backends, run_dir, client_rate))
     log = (run_dir / "nginx.out").open("wb")
     try:
         return subprocess.Popen(
@@ -83,6 +91,8 @@ def start_nginx(run_dir: Path, listen_port: int, backends: list[int]) -> subproc
 
 
 def start_backend(run_dir: Path, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """uvicorn on ``port``, output in ``run_dir/backend-PORT.log``; auth off (no API key in these tests) and
+    WARNING logs unless ``env`` says otherwise (``LOCSVC_LOG_LEVEL=INFO``: one JSON access line per request)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     log = (run_dir / f"backend-{port}.log").open("wb")
     try:
@@ -102,7 +112,7 @@ def start_backend(run_dir: Path, port: int, env: dict[str, str]) -> subprocess.P
                 "warning",
             ],
             cwd=ROOT,
-            env={**os.environ, "LOCSVC_LOG_LEVEL": "WARNING", **env},
+            env={**os.environ, "LOCSVC_AUTH": "off", "LOCSVC_LOG_LEVEL": "WARNING", **env},
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -149,3 +159,16 @@ def access_log(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def backend_request_ids(log: Path) -> list[str]:
+    """Request ids of the service's access lines (logger ``app.access``, JSON logs, LOCSVC_LOG_LEVEL=INFO)."""
+    ids = []
+    for line in log.read_text(errors="replace").splitlines() if log.exists() else []:
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(doc, dict) and doc.get("logger") == "app.access":
+            ids.append(str(doc["request_id"]))
+    return ids

@@ -22,7 +22,7 @@ def services() -> dict[str, Any]:
 def test_plain_up_is_unchanged(services: dict[str, Any]) -> None:
     """`docker compose up` (no profile) starts only `api`, on its fixed host port."""
     assert [name for name, s in services.items() if not s.get("profiles")] == ["api"]
-    assert services["api"]["ports"] == ["${LOCSVC_PORT:-8000}:8000"]
+    assert services["api"]["ports"] == ["${LOCSVC_BIND:-127.0.0.1}:${LOCSVC_PORT:-8000}:8000"]
 
 
 def test_replicas_are_the_api_container_without_host_ports(services: dict[str, Any]) -> None:

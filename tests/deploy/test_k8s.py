@@ -115,6 +115,7 @@ def test_security_context(deployment: dict[str, Any], container: dict[str, Any])
     (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == "/tmp"]
     (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
     assert "emptyDir" in volume
+    assert volume["emptyDir"].get("medium") != "Memory"  # spooled uploads must not count against the memory limit
 
 
 def cpu_cores(value: str | int) -> float:
@@ -137,13 +138,21 @@ def test_resources_and_threads(container: dict[str, Any]) -> None:
     assert mebibytes(res["requests"]["memory"]) <= mebibytes(res["limits"]["memory"])
     # Measured RSS with the bundled models is ~250 MiB (docs/scaling.md): the request covers it with headroom.
     assert mebibytes(res["requests"]["memory"]) >= 384
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e.get("value") for e in container["env"]}
     fields = {f"LOCSVC_{name.upper()}" for name in Settings.model_fields}
     assert set(env) <= fields, set(env) - fields
     # Inferences at once x onnxruntime threads each never exceed the CPU limit (no throttling by design).
     threads = int(env["LOCSVC_MAX_CONCURRENCY"]) * int(env["LOCSVC_INTRA_OP_THREADS"])
     assert threads <= cpu_cores(res["limits"]["cpu"])
     assert int(env["LOCSVC_MAX_UPLOAD_BYTES"]) == Settings().max_upload_bytes
+
+
+def test_api_key_from_a_secret_and_auth_on(container: dict[str, Any]) -> None:
+    """Auth fails closed: the key comes from a Secret (no default), and nothing switches auth off."""
+    env = {e["name"]: e for e in container["env"]}
+    assert "LOCSVC_AUTH" not in env and Settings.model_fields["auth"].default is True
+    ref = env["LOCSVC_API_KEY"]["valueFrom"]["secretKeyRef"]
+    assert ref["name"] and ref["key"] and not ref.get("optional", False)
 
 
 def test_service_hpa_pdb_point_at_the_deployment(deployment: dict[str, Any]) -> None:
