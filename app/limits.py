@@ -4,6 +4,7 @@ and an upload size limit enforced while the body streams in."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -103,12 +104,20 @@ class InferenceLimiter:
 
 
 class BodySizeLimitMiddleware:
-    """413 for bodies over ``max_bytes``: at once from Content-Length, or as soon as the streamed
-    body passes the limit - never after buffering the whole upload."""
+    """413 for bodies over ``max_bytes``: at once from Content-Length, or as soon as the streamed body passes
+    the limit - never after buffering the whole upload.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    And a graceful close for every answer given before its request's body is in (a 413, a 503 before the body
+    is read): the rest of the body is read and discarded before the answer's last bytes go out, up to
+    ``linger_bytes`` and ``linger_s`` (as nginx's lingering close).  Otherwise a client that writes its whole
+    body before reading - Python's urllib, which also asks the server to close the connection - gets a
+    connection reset instead of the answer, since closing a socket with unread data resets it."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, linger_bytes: int = 64 << 20, linger_s: float = 2.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.linger_bytes = linger_bytes
+        self.linger_s = linger_s
 
     def _error(self) -> HTTPException:
         return HTTPException(413, f"request body is over the limit of {self.max_bytes} bytes")
@@ -117,22 +126,46 @@ class BodySizeLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await self._reject(scope, receive, send)
-            return
         seen = 0
+        body_done = scope.get("method") in ("GET", "HEAD")
 
         async def limited() -> Message:
-            nonlocal seen
+            nonlocal seen, body_done
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
                 if seen > self.max_bytes:
                     raise self._error()
+            else:
+                body_done = True
             return message
 
-        await self.app(scope, limited, send)
+        async def lingering_send(message: Message) -> None:
+            nonlocal body_done
+            if message["type"] == "http.response.body" and not message.get("more_body", False) and not body_done:
+                await self._drain(receive)
+                body_done = True
+            await send(message)
+
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            await self._reject(scope, receive, lingering_send)
+            return
+        await self.app(scope, limited, lingering_send)
+
+    async def _drain(self, receive: Receive) -> None:
+        """Read and discard what is left of the request body, within the linger bounds."""
+        drained = 0
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.linger_s):
+                while drained <= self.linger_bytes:
+                    message = await receive()
+                    if message["type"] != "http.request":
+                        return
+                    drained += len(message.get("body", b""))
+                    if not message.get("more_body", False):
+                        return
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
         from app.problems import problem_response

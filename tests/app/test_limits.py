@@ -92,7 +92,35 @@ async def test_streamed_upload_over_limit_is_413_without_content_length(busy_app
 
     r = await client.post("/cam", content=body(), headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
     assert r.status_code == 413, r.text
-    assert sent < 200_000  # refused while streaming, not after reading it all
+    # Refused as the body passed the limit; the rest was read and discarded before the answer went out (a graceful
+    # close: a client that writes its whole body before reading gets the 413, not a connection reset).
+    assert sent == 1_000_000
+
+
+async def test_an_answer_before_the_body_drains_it_within_bounds() -> None:
+    """The drain reads at most ``linger_bytes`` of what is left: past that the answer goes out regardless."""
+    from app.limits import BodySizeLimitMiddleware
+
+    chunks = 0
+
+    async def receive() -> dict[str, object]:
+        nonlocal chunks
+        chunks += 1
+        return {"type": "http.request", "body": b"x" * 1000, "more_body": True}  # a body that never ends
+
+    async def app(scope: object, receive: object, send: object) -> None:
+        await send({"type": "http.response.start", "status": 503, "headers": []})  # type: ignore[operator]
+        await send({"type": "http.response.body", "body": b"busy"})  # type: ignore[operator]
+
+    sent: list[dict[str, object]] = []
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    mw = BodySizeLimitMiddleware(app, max_bytes=10_000, linger_bytes=50_000, linger_s=5)  # type: ignore[arg-type]
+    await mw({"type": "http", "method": "POST", "headers": []}, receive, send)  # type: ignore[arg-type]
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+    assert 50 <= chunks <= 52  # about linger_bytes read, then it stopped
 
 
 async def test_inference_timeout_is_503(real_models_dir: Path, cat_jpeg: bytes) -> None:
