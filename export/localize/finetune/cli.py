@@ -1,6 +1,6 @@
 """End-to-end fine-tuning of the localization network (trunk included), built to run on one GPU.
 
-Two sub-commands (``docs/localize.md``, "Fine-tuned model"):
+Two sub-commands (``docs/localize.md``, "Method" and "Reproduce"):
 
 * ``python -m export localize-pack --data DIR --out .devdata/tiny_train.npz``: the 20,000 Tiny ImageNet training
   images as their raw JPEG bytes (no re-encoding) + labels (``wnids.txt`` order) + ``rchw_norm`` boxes
