@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib import import_module
 from typing import Any
 
 import anyio
-from fastapi import Depends, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__
@@ -20,8 +21,9 @@ from app.limits import BodySizeLimitMiddleware, InferenceLimiter
 from app.observability import Metrics, ObservabilityMiddleware, configure_logging
 from app.problems import PROBLEM_RESPONSES, install_error_handlers
 from app.registry import Registry
-from app.routers import cam, localize, meta, page, pose
+from app.routers import meta, page
 from app.schemas import Problem
+from app.tasks import TASKS, Tasks
 
 log = logging.getLogger("app")
 
@@ -44,7 +46,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.limiter = InferenceLimiter(
         settings.max_concurrency, settings.max_queue, settings.queue_timeout_s, settings.retry_after_s, app.state.metrics
     )
-    registry = await anyio.to_thread.run_sync(Registry.load, settings)
+    registry = await anyio.to_thread.run_sync(Registry.load, settings, app.state.tasks)
     app.state.registry = registry
     app.state.metrics.models_loaded.set(len(registry.models))
     log.info("ready", extra={"models": sorted(registry.models), "auth": "on" if settings.auth else "off"})
@@ -58,8 +60,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.info("stopped")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The app for ``settings``; :class:`ConfigurationError` when auth is on and no API key is set."""
+def create_app(settings: Settings | None = None, tasks: Tasks = TASKS) -> FastAPI:
+    """The app for ``settings``, serving ``tasks`` (the table of :mod:`app.tasks`); :class:`ConfigurationError`
+    when auth is on and no API key is set."""
     settings = settings or Settings()
     if settings.auth and not settings.api_key:
         raise ConfigurationError(
@@ -75,13 +78,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.tasks = tasks
     app.state.metrics = Metrics()
     app.state.registry = None
     app.state.shutting_down = False
 
     # The auth dependency (and its security scheme in OpenAPI) exists only while auth is on.
     auth = [Depends(require_api_key)] if settings.auth else []
-    for router in (localize.router, cam.router, pose.router):
+    for spec in tasks:
+        router: APIRouter = import_module(spec.router).router
         app.include_router(router, dependencies=auth, responses=PROBLEM_RESPONSES)
     app.include_router(meta.router)
     app.include_router(meta.protected, dependencies=auth, responses={401: PROBLEM_RESPONSES[401]} if auth else None)

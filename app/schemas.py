@@ -172,9 +172,19 @@ class Health(BaseModel):
     status: str
 
 
+class Refusal(BaseModel):
+    """Why a sidecar in models_dir is not served."""
+
+    field: str | None = Field(description="The sidecar field at fault (e.g. joints, box_format, outputs.box, sha256).")
+    reason: str
+
+
 class Ready(BaseModel):
     status: str
     models: dict[str, float] = Field(description="Loaded models and their warm-up time in ms.")
+    refused: dict[str, Refusal] = Field(
+        default_factory=dict, description="Sidecars in models_dir that were refused at load, by file name, and why."
+    )
 
 
 class Problem(BaseModel):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -14,6 +14,12 @@ class Task(StrEnum):
     cam = "cam"
     localize = "localize"
     pose = "pose"
+
+
+BoxFormat = Literal["rchw_norm", "xyxy_norm"]
+"""How a localize model's ``box`` output is laid out: (r, c, h, w) or (x1, y1, x2, y2), fractions of its input."""
+
+CAM_OUTPUTS = frozenset({"features", "cam_weight", "cam_bias", "logits"})
 
 
 class SidecarInput(BaseModel):
@@ -61,7 +67,7 @@ class Sidecar(BaseModel):
     normalization: Normalization
     outputs: dict[str, str]
     labels: list[Label] = Field(default_factory=list)
-    box_format: str | None = None
+    box_format: BoxFormat | None = Field(None, description="Layout of a localize model's box output (default rchw_norm).")
     joints: JointsSpec | None = None
     provenance: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
@@ -79,4 +85,4 @@ class Sidecar(BaseModel):
 
     @property
     def has_cam(self) -> bool:
-        return {"features", "cam_weight", "cam_bias", "logits"} <= self.outputs.keys()
+        return self.outputs.keys() >= CAM_OUTPUTS

@@ -19,7 +19,8 @@ import numpy as np
 
 from app.config import REPO_MODELS, Settings
 from app.core.boxes import iou
-from app.registry import LoadedModel, limit_blas_threads, load_model
+from app.registry import LoadedModel, load_model
+from app.runtime import limit_blas_threads
 from app.services.common import Deadline
 from app.services.localize import LocalizeParams, run_localize
 from bench.eval_cam import Sample, tiny_imagenet

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from app.config import REPO_MODELS, Settings
-from app.registry import LoadedModel, limit_blas_threads, load_model
+from app.registry import LoadedModel, load_model
+from app.runtime import limit_blas_threads
 from app.services.common import Deadline
 from app.services.pose import PoseParams, run_pose
 from export.pose.data import read_lsp_joints

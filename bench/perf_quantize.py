@@ -45,7 +45,8 @@ from onnxruntime.quantization import (
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from app.config import REPO_MODELS, Settings
-from app.registry import LoadedModel, limit_blas_threads, load_model
+from app.registry import LoadedModel, load_model
+from app.runtime import limit_blas_threads
 from app.services.cam import CamParams, run_cam
 from app.services.common import Deadline, prepare
 from app.services.localize import LocalizeParams, run_localize

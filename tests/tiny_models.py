@@ -25,8 +25,11 @@ def _init(name: str, arr: np.ndarray) -> onnx.TensorProto:
     return numpy_helper.from_array(arr.astype(np.float32), name)
 
 
-def build(task: str, path: Path, size: int = 32, channels: int = 6, classes: int = 4, seed: int = 0) -> Path:
-    """Write ``path`` (.onnx) and its sidecar; return the sidecar path."""
+def build(
+    task: str, path: Path, size: int = 32, channels: int = 6, classes: int = 4, seed: int = 0, edit: dict[str, Any] | None = None
+) -> Path:
+    """Write ``path`` (.onnx) and its sidecar; return the sidecar path.  ``edit``: sidecar fields to set
+    (``None``: to remove), e.g. to write a sidecar the service must refuse."""
     rng = np.random.default_rng(seed)
     inits = [
         _init("conv_w", rng.normal(0, 0.2, (channels, 3, 8, 8))),
@@ -96,6 +99,11 @@ def build(task: str, path: Path, size: int = 32, channels: int = 6, classes: int
         "metrics": {},
         **extra,
     }
+    for key, value in (edit or {}).items():
+        if value is None:
+            sidecar.pop(key, None)
+        else:
+            sidecar[key] = value
     side = path.with_suffix(".json")
     side.write_text(json.dumps(sidecar, indent=2))
     return side

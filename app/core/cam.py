@@ -17,6 +17,7 @@ connected region of the thresholded map (8-connectivity):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
@@ -79,12 +80,26 @@ def bilinear_weights(n_in: int, positions: npt.ArrayLike) -> FloatArray:
     return mat
 
 
+@dataclass(frozen=True)
+class Resampler:
+    """Bilinear sampling of ``(R, C)`` grids at the outer product of fixed row and column positions: the
+    interpolation matrices are built once, then applied to every map of a request."""
+
+    rows: FloatArray  # (len(row_pos), R)
+    cols: FloatArray  # (len(col_pos), C)
+
+    @classmethod
+    def at(cls, grid_shape: tuple[int, int], row_pos: npt.ArrayLike, col_pos: npt.ArrayLike) -> Resampler:
+        return cls(bilinear_weights(grid_shape[0], row_pos), bilinear_weights(grid_shape[1], col_pos))
+
+    def __call__(self, grid: npt.ArrayLike) -> FloatArray:
+        return np.asarray(self.rows @ np.asarray(grid, dtype=np.float64) @ self.cols.T)
+
+
 def resample(grid: npt.ArrayLike, row_pos: npt.ArrayLike, col_pos: npt.ArrayLike) -> FloatArray:
     """Bilinear samples of a 2-D grid ``(R, C)`` at the outer product of row and column positions."""
     g = np.asarray(grid, dtype=np.float64)
-    ay = bilinear_weights(g.shape[0], row_pos)
-    ax = bilinear_weights(g.shape[1], col_pos)
-    return np.asarray(ay @ g @ ax.T)
+    return Resampler.at((g.shape[0], g.shape[1]), row_pos, col_pos)(g)
 
 
 def upsample(grid: npt.ArrayLike, out_h: int, out_w: int) -> FloatArray:

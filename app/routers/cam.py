@@ -10,16 +10,17 @@ from fastapi.responses import Response
 from app.core.cam import CamNorm, CamRegion
 from app.deps import ImageUpload, InferenceDep
 from app.errors import InvalidParameter
-from app.routers.common import IMAGE_BODY_OPENAPI, PNG_RESPONSE, Format, ModelName, Overlay, answer
+from app.model import CamModel
+from app.routers.common import IMAGE_BODY_OPENAPI, PNG_RESPONSE, Format, ModelName, Overlay, draws, serve
 from app.schemas import CamResponse, OutputFormat
-from app.services.cam import CamParams, run_cam
-from app.sidecar import Task
+from app.services.cam import CamParams
+from app.tasks import CAM
 
-router = APIRouter(tags=["cam"])
+router = APIRouter(tags=[CAM.name])
 
 
 @router.post(
-    "/cam",
+    CAM.route,
     response_model=CamResponse,
     responses=PNG_RESPONSE,
     openapi_extra=IMAGE_BODY_OPENAPI,
@@ -32,11 +33,22 @@ async def cam(
     top_k: Annotated[int, Query(ge=1, le=20, description="How many top classes to localize.")] = 5,
     class_id: Annotated[int | None, Query(ge=0, description="Localize this class index instead of the top-k.")] = None,
     label: Annotated[
-        str | None, Query(min_length=1, max_length=200, description="Localize this class, by dataset id (n02085620) or name (Chihuahua).")
+        str | None,
+        Query(
+            min_length=1,
+            max_length=200,
+            description="Localize this class, by dataset id (n02085620) or name (Chihuahua).",
+        ),
     ] = None,
-    threshold: Annotated[float, Query(ge=0.0, le=1.0, description="Fraction of the normalized CAM a pixel must reach to be in the box.")] = 0.2,
-    norm: Annotated[CamNorm, Query(description="`minmax`: (M-min)/(max-min); `max`: M/max with negatives at 0.")] = CamNorm.minmax,
-    region: Annotated[CamRegion, Query(description="`peak`: region holding the maximum; `largest`: biggest region; `all`.")] = CamRegion.peak,
+    threshold: Annotated[
+        float, Query(ge=0.0, le=1.0, description="Fraction of the normalized CAM a pixel must reach to be in the box.")
+    ] = 0.2,
+    norm: Annotated[
+        CamNorm, Query(description="`minmax`: (M-min)/(max-min); `max`: M/max with negatives at 0.")
+    ] = CamNorm.minmax,
+    region: Annotated[
+        CamRegion, Query(description="`peak`: region holding the maximum; `largest`: biggest region; `all`.")
+    ] = CamRegion.peak,
     include_grid: Annotated[bool, Query(description="Return each raw CAM M_y on its feature grid.")] = False,
     overlay: Overlay = False,
     format: Format = OutputFormat.json,
@@ -47,16 +59,18 @@ async def cam(
     Boxes are in pixels of the full, EXIF-oriented image."""
     if class_id is not None and label is not None:
         raise InvalidParameter("give class_id or label, not both", field="label")
-    served = ctx.registry.get(Task.cam, model)
-    params = CamParams(
-        top_k=top_k,
-        class_index=served.resolve_class(class_id, label),
-        threshold=threshold,
-        norm=norm,
-        region=region,
-        include_grid=include_grid,
-        overlay=overlay or format is OutputFormat.png,
-        embed=overlay and format is OutputFormat.json,
-    )
-    outcome = await ctx.run(served.name, lambda deadline: run_cam(served, image, params, ctx.settings, deadline))
-    return answer(outcome, format)
+    draw, embed = draws(overlay, format)
+
+    def params(served: CamModel) -> CamParams:
+        return CamParams(
+            top_k=top_k,
+            class_index=served.resolve_class(class_id, label),
+            threshold=threshold,
+            norm=norm,
+            region=region,
+            include_grid=include_grid,
+            overlay=draw,
+            embed=embed,
+        )
+
+    return await serve(ctx, CAM, model, image, params, format)

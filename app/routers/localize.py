@@ -8,16 +8,16 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from app.deps import ImageUpload, InferenceDep
-from app.routers.common import IMAGE_BODY_OPENAPI, PNG_RESPONSE, Format, ModelName, Overlay, answer
+from app.routers.common import IMAGE_BODY_OPENAPI, PNG_RESPONSE, Format, ModelName, Overlay, draws, serve
 from app.schemas import LocalizeResponse, OutputFormat
-from app.services.localize import LocalizeParams, run_localize
-from app.sidecar import Task
+from app.services.localize import LocalizeParams
+from app.tasks import LOCALIZE
 
-router = APIRouter(tags=["localize"])
+router = APIRouter(tags=[LOCALIZE.name])
 
 
 @router.post(
-    "/localize",
+    LOCALIZE.route,
     response_model=LocalizeResponse,
     responses=PNG_RESPONSE,
     openapi_extra=IMAGE_BODY_OPENAPI,
@@ -33,9 +33,7 @@ async def localize(
 ) -> LocalizeResponse | Response:
     """Upload an image in the multipart field `image` (or send it as the raw body, `Content-Type: image/*`).  A multi-task network predicts the class and
     regresses the object's box; the box comes back in pixels of the full, EXIF-oriented image."""
-    served = ctx.registry.get(Task.localize, model)
-    params = LocalizeParams(
-        top_k=top_k, overlay=overlay or format is OutputFormat.png, embed=overlay and format is OutputFormat.json
+    draw, embed = draws(overlay, format)
+    return await serve(
+        ctx, LOCALIZE, model, image, lambda _: LocalizeParams(top_k=top_k, overlay=draw, embed=embed), format
     )
-    outcome = await ctx.run(served.name, lambda deadline: run_localize(served, image, params, ctx.settings, deadline))
-    return answer(outcome, format)

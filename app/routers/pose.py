@@ -11,13 +11,13 @@ from fastapi.responses import Response
 from app.core.boxes import rchw_to_xyxy
 from app.deps import ImageUpload, InferenceDep
 from app.errors import InvalidParameter
-from app.routers.common import IMAGE_BODY_OPENAPI, PNG_RESPONSE, Format, ModelName, Overlay, answer
+from app.routers.common import IMAGE_BODY_OPENAPI, PNG_RESPONSE, Format, ModelName, Overlay, draws, serve
 from app.schemas import OutputFormat, PoseResponse
 from app.services.common import Region
-from app.services.pose import PoseParams, run_pose
-from app.sidecar import Task
+from app.services.pose import PoseParams
+from app.tasks import POSE
 
-router = APIRouter(tags=["pose"])
+router = APIRouter(tags=[POSE.name])
 
 
 class BoxFormat(StrEnum):
@@ -41,7 +41,7 @@ def parse_box(text: str | None, fmt: BoxFormat) -> Region | None:
 
 
 @router.post(
-    "/pose",
+    POSE.route,
     response_model=PoseResponse,
     responses=PNG_RESPONSE,
     openapi_extra=IMAGE_BODY_OPENAPI,
@@ -53,21 +53,22 @@ async def pose(
     model: ModelName = None,
     box: Annotated[
         str | None,
-        Query(description="The person's box in image pixels, 4 comma-separated numbers (see box_format). "
-              "Default: the whole image (LSP-style person crops).", examples=["40,10,260,400"]),
+        Query(
+            description="The person's box in image pixels, 4 comma-separated numbers (see box_format). "
+            "Default: the whole image (LSP-style person crops).",
+            examples=["40,10,260,400"],
+        ),
     ] = None,
-    box_format: Annotated[BoxFormat, Query(description="`xyxy`: x1,y1,x2,y2; `rchw`: row,col,height,width.")] = BoxFormat.xyxy,
+    box_format: Annotated[
+        BoxFormat, Query(description="`xyxy`: x1,y1,x2,y2; `rchw`: row,col,height,width.")
+    ] = BoxFormat.xyxy,
     overlay: Overlay = False,
     format: Format = OutputFormat.json,
 ) -> PoseResponse | Response:
     """Upload an image in the multipart field `image` (or send it as the raw body, `Content-Type: image/*`).  The person box is cropped, fitted to the model,
     and the network regresses 2k numbers: each joint's x, y as fractions of the box, mapped back to
     image pixels."""
-    served = ctx.registry.get(Task.pose, model)
-    params = PoseParams(
-        box=parse_box(box, box_format),
-        overlay=overlay or format is OutputFormat.png,
-        embed=overlay and format is OutputFormat.json,
+    draw, embed = draws(overlay, format)
+    return await serve(
+        ctx, POSE, model, image, lambda _: PoseParams(box=parse_box(box, box_format), overlay=draw, embed=embed), format
     )
-    outcome = await ctx.run(served.name, lambda deadline: run_pose(served, image, params, ctx.settings, deadline))
-    return answer(outcome, format)

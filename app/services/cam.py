@@ -8,10 +8,10 @@ import numpy as np
 import numpy.typing as npt
 
 from app.config import Settings
-from app.core.cam import CamNorm, CamRegion, class_activation_maps, normalize_map, resample, threshold_box
+from app.core.cam import CamNorm, CamRegion, Resampler, cam_scores, class_activation_maps, normalize_map, threshold_box
 from app.core.imaging import DecodedImage
 from app.core.overlay import blend_heatmap, display_image, draw_box, png_bytes
-from app.registry import LoadedModel
+from app.model import Arrays, CamModel, LoadedModel
 from app.schemas import CamClass, CamResponse, Timings
 from app.services.common import (
     Deadline,
@@ -19,7 +19,8 @@ from app.services.common import (
     Stopwatch,
     b64,
     box_out,
-    class_prediction,
+    check_labels,
+    class_fields,
     image_info,
     prepare,
     softmax,
@@ -39,14 +40,38 @@ class CamParams:
     embed: bool = False  # and put it, base64, in the JSON
 
 
+def bind_cam(model: LoadedModel, warm: Arrays) -> CamModel:
+    """Load-time check of a CAM-capable model on its warm-up outputs: the dense layer ``W``, ``b`` it exposes
+    gives back its logits (``mean(W.V) + b``), and it has one label per class.  Keeps ``W`` and ``b``."""
+    w, b = warm["cam_weight"].astype(np.float32), warm["cam_bias"].astype(np.float32)
+    feats, logits = warm["features"][0], warm["logits"][0]
+    if (
+        w.ndim != 2
+        or feats.ndim != 3
+        or w.shape[1] != feats.shape[0]
+        or b.shape != (w.shape[0],)
+        or logits.shape != b.shape
+    ):
+        raise model.refusal(
+            "outputs.cam_weight",
+            f"shapes do not fit: features {feats.shape}, cam_weight {w.shape}, cam_bias {b.shape}, logits {logits.shape}",
+        )
+    err = float(np.max(np.abs(cam_scores(class_activation_maps(feats, w, np.arange(w.shape[0])), b) - logits)))
+    if err > 1e-3 * max(1.0, float(np.max(np.abs(logits)))):
+        raise model.refusal("outputs.cam_weight", f"CAM identity mean(W.V)+b = logits fails by {err:.3g}")
+    check_labels(model, w.shape[0])
+    return CamModel(**model.common_fields(), cam_weight=w, cam_bias=b)
+
+
 def raster_size(width: int, height: int, max_side: int) -> tuple[int, int]:
     """(h, w) of the raster the CAM is resampled onto: the image's shape, long side <= max_side."""
     scale = min(1.0, max_side / max(width, height))
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
-def run_cam(model: LoadedModel, data: bytes, params: CamParams, settings: Settings, deadline: Deadline) -> Outcome[CamResponse]:
-    assert model.cam_weight is not None and model.cam_bias is not None  # registry guarantees for CAM models
+def run_cam(
+    model: CamModel, data: bytes, params: CamParams, settings: Settings, deadline: Deadline
+) -> Outcome[CamResponse]:
     watch = Stopwatch()
     prep = prepare(data, model, settings, overlay=params.overlay)
     decode_ms = watch.lap()
@@ -59,21 +84,21 @@ def run_cam(model: LoadedModel, data: bytes, params: CamParams, settings: Settin
     maps = class_activation_maps(feats, model.cam_weight, classes)
     width, height = prep.decoded.width, prep.decoded.height
     out_h, out_w = raster_size(width, height, settings.cam_max_side)
-    rows, cols = prep.fit.content_sample_positions(out_h, out_w, maps.shape[1], maps.shape[2])
+    grid_h, grid_w = int(maps.shape[1]), int(maps.shape[2])
+    resample = Resampler.at((grid_h, grid_w), *prep.fit.content_sample_positions(out_h, out_w, grid_h, grid_w))
     cell = np.array([width / out_w, height / out_h] * 2)
 
     results: list[CamClass] = []
     first_norm: npt.NDArray[np.float64] | None = None
     for idx, m in zip(classes, maps, strict=True):
         deadline.left("the class maps")
-        norm = normalize_map(resample(m, rows, cols), params.norm)
+        norm = normalize_map(resample(m), params.norm)
         first_norm = norm if first_norm is None else first_norm
         xyxy = threshold_box(norm, params.threshold, params.region) * cell
         py, px = np.unravel_index(int(np.argmax(norm)), norm.shape)
-        pred = class_prediction(model, idx, probs, logits)
         results.append(
             CamClass(
-                **pred.model_dump(),
+                **class_fields(model, idx, probs, logits),
                 cam_score=float(m.mean() + model.cam_bias[idx]),
                 box=box_out(xyxy, width, height),
                 peak=(float((px + 0.5) * cell[0]), float((py + 0.5) * cell[1])),
@@ -81,7 +106,9 @@ def run_cam(model: LoadedModel, data: bytes, params: CamParams, settings: Settin
             )
         )
     deadline.left("the overlay")
-    png = _overlay(prep.decoded, first_norm, results[0], settings) if params.overlay and first_norm is not None else None
+    png = (
+        _overlay(prep.decoded, first_norm, results[0], settings) if params.overlay and first_norm is not None else None
+    )
     timings = Timings(decode_ms=decode_ms, inference_ms=inference_ms, postprocess_ms=watch.lap())
     response = CamResponse(
         model=model.name,
@@ -89,7 +116,7 @@ def run_cam(model: LoadedModel, data: bytes, params: CamParams, settings: Settin
         threshold=params.threshold,
         normalization=params.norm.value,
         region=params.region.value,
-        grid_size=(int(maps.shape[1]), int(maps.shape[2])),
+        grid_size=(grid_h, grid_w),
         classes=results,
         overlay_png=b64(png) if png is not None and params.embed else None,
         timings=timings,
@@ -101,5 +128,7 @@ def _overlay(decoded: DecodedImage, norm: npt.NDArray[np.float64], top: CamClass
     """Heatmap of the first class over the image, with its box and label."""
     canvas = blend_heatmap(display_image(decoded.image, settings.overlay_max_side), norm)
     s = canvas.width / decoded.width
-    draw_box(canvas, [top.box.x1 * s, top.box.y1 * s, top.box.x2 * s, top.box.y2 * s], f"{top.name} {top.probability:.0%}")
+    draw_box(
+        canvas, [top.box.x1 * s, top.box.y1 * s, top.box.x2 * s, top.box.y2 * s], f"{top.name} {top.probability:.0%}"
+    )
     return png_bytes(canvas)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import time
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, TypedDict, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -15,7 +15,7 @@ from app.core.boxes import BoxError, normalize_xyxy, validate_xyxy, xyxy_to_rchw
 from app.core.fitting import Fit, fit_image
 from app.core.imaging import DecodedImage, open_image
 from app.errors import InvalidParameter, RequestTimeout
-from app.registry import LoadedModel
+from app.model import Arrays, LoadedModel
 from app.schemas import Box, ClassPrediction, ImageInfo, NormalizedBox, Timings
 
 Region = tuple[float, float, float, float]
@@ -50,7 +50,9 @@ class Deadline:
         """Seconds left before ``stage``; 503 when none are."""
         left = self.at - time.monotonic()
         if left <= 0:
-            raise RequestTimeout(f"the request took longer than {self.budget_s:g} s (before {stage}) and was stopped; retry later")
+            raise RequestTimeout(
+                f"the request took longer than {self.budget_s:g} s (before {stage}) and was stopped; retry later"
+            )
         return left
 
 
@@ -75,7 +77,9 @@ class Prepared:
     fit: Fit
 
 
-def prepare(data: bytes, model: LoadedModel, settings: Settings, region: Region | None = None, *, overlay: bool = False) -> Prepared:
+def prepare(
+    data: bytes, model: LoadedModel, settings: Settings, region: Region | None = None, *, overlay: bool = False
+) -> Prepared:
     """bytes -> oriented image -> model input (the image, or ``region`` of it, fitted to the model).  The image
     is decoded at the smallest scale that still gives the model (and, with ``overlay``, the overlay picture)
     the pixels it needs."""
@@ -123,22 +127,67 @@ def box_out(xyxy: npt.ArrayLike, width: int, height: int) -> Box:
     x1, y1, x2, y2 = (float(v) for v in b)
     nx1, ny1, nx2, ny2 = (float(v) for v in n)
     return Box(
-        r=r, c=c, h=h, w=w, x1=x1, y1=y1, x2=x2, y2=y2,
+        r=r,
+        c=c,
+        h=h,
+        w=w,
+        x1=x1,
+        y1=y1,
+        x2=x2,
+        y2=y2,
         normalized=NormalizedBox(x1=nx1, y1=ny1, x2=nx2, y2=ny2, r=nr, c=nc, h=nh, w=nw),
     )
 
 
 def image_info(d: DecodedImage) -> ImageInfo:
     return ImageInfo(
-        width=d.width, height=d.height, format=d.format, mode=d.mode, exif_orientation=d.orientation, animated=d.animated
+        width=d.width,
+        height=d.height,
+        format=d.format,
+        mode=d.mode,
+        exif_orientation=d.orientation,
+        animated=d.animated,
+    )
+
+
+class ClassFields(TypedDict):
+    """The fields of :class:`ClassPrediction`, for it and for the responses that extend it (``CamClass``)."""
+
+    index: int
+    id: str
+    name: str
+    probability: float
+    logit: float
+
+
+def class_fields(model: LoadedModel, index: int, probs: npt.ArrayLike, logits: npt.ArrayLike) -> ClassFields:
+    lab = model.sidecar.labels[index]
+    return ClassFields(
+        index=index,
+        id=lab.id,
+        name=lab.name,
+        probability=float(np.asarray(probs)[index]),
+        logit=float(np.asarray(logits)[index]),
     )
 
 
 def class_prediction(model: LoadedModel, index: int, probs: npt.ArrayLike, logits: npt.ArrayLike) -> ClassPrediction:
-    lab = model.sidecar.labels[index]
-    return ClassPrediction(
-        index=index, id=lab.id, name=lab.name, probability=float(np.asarray(probs)[index]), logit=float(np.asarray(logits)[index])
-    )
+    return ClassPrediction(**class_fields(model, index, probs, logits))
+
+
+def check_labels(model: LoadedModel, classes: int) -> None:
+    """Load-time check of a classifier: one label per class, indexed 0..classes-1 (else the response would
+    name the wrong class, or fail on an index)."""
+    labels = model.sidecar.labels
+    if len(labels) != classes:
+        raise model.refusal("labels", f"{len(labels)} labels for {classes} classes")
+    if any(lab.index != i for i, lab in enumerate(labels)):
+        raise model.refusal("labels", f"label indices must be 0..{classes - 1}, in order")
+
+
+def output_width(model: LoadedModel, warm: Arrays, output: str) -> int:
+    """Numbers per image of a contract output, from the warm-up run (batch of one)."""
+    return int(np.asarray(warm[output]).reshape(1, -1).shape[1])
 
 
 def b64(data: bytes) -> str:

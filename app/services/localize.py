@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from app.config import Settings
 from app.core.boxes import rchw_to_xyxy
 from app.core.overlay import display_image, draw_box, png_bytes
-from app.registry import LoadedModel
+from app.model import Arrays, LoadedModel
 from app.schemas import LocalizeResponse, Timings
 from app.services.common import (
     Deadline,
@@ -17,14 +18,15 @@ from app.services.common import (
     Stopwatch,
     b64,
     box_out,
+    check_labels,
     class_prediction,
     image_info,
+    output_width,
     prepare,
     softmax,
     top_k,
 )
-
-BOX_FORMATS = ("rchw_norm", "xyxy_norm")
+from app.sidecar import BoxFormat
 
 
 @dataclass(frozen=True)
@@ -34,14 +36,19 @@ class LocalizeParams:
     embed: bool = False  # and put it, base64, in the JSON
 
 
-def model_box_to_input_xyxy(box: np.ndarray, box_format: str, input_w: int, input_h: int) -> np.ndarray:
+def bind_localize(model: LoadedModel, warm: Arrays) -> LoadedModel:
+    """Load-time check on the warm-up outputs: one box of 4 numbers, one label per logit."""
+    if (n := output_width(model, warm, "box")) != 4:
+        raise model.refusal("outputs.box", f"gives {n} numbers per image, a box needs 4")
+    check_labels(model, output_width(model, warm, "logits"))
+    return model
+
+
+def model_box_to_input_xyxy(
+    box: npt.ArrayLike, box_format: BoxFormat, input_w: int, input_h: int
+) -> npt.NDArray[np.float64]:
     """The model's box output ``(4,)`` (fractions of its input) -> xyxy in model-input pixels."""
-    if box_format == "rchw_norm":
-        xyxy = rchw_to_xyxy(box)
-    elif box_format == "xyxy_norm":
-        xyxy = np.asarray(box, dtype=np.float64)
-    else:
-        raise ValueError(f"unknown box_format {box_format!r}; expected one of {BOX_FORMATS}")
+    xyxy = rchw_to_xyxy(box) if box_format == "rchw_norm" else np.asarray(box, dtype=np.float64)
     return np.asarray(xyxy * np.array([input_w, input_h, input_w, input_h], dtype=np.float64))
 
 
@@ -56,19 +63,19 @@ def run_localize(
 
     logits = out["logits"][0]
     probs = softmax(logits)
-    ranked = top_k(probs, params.top_k)
-    preds = [class_prediction(model, i, probs, logits) for i in ranked]
+    preds = [class_prediction(model, i, probs, logits) for i in top_k(probs, params.top_k)]
     spec = model.spec
     xyxy_in = model_box_to_input_xyxy(out["box"][0], model.sidecar.box_format or "rchw_norm", spec.width, spec.height)
-    xyxy = prep.fit.input_boxes_to_image(xyxy_in)
     width, height = prep.decoded.width, prep.decoded.height
-    box = box_out(xyxy, width, height)
+    box = box_out(prep.fit.input_boxes_to_image(xyxy_in), width, height)
     png = None
     if params.overlay:
         deadline.left("the overlay")
         canvas = display_image(prep.decoded.image, settings.overlay_max_side)
         s = canvas.width / width
-        draw_box(canvas, [box.x1 * s, box.y1 * s, box.x2 * s, box.y2 * s], f"{preds[0].name} {preds[0].probability:.0%}")
+        draw_box(
+            canvas, [box.x1 * s, box.y1 * s, box.x2 * s, box.y2 * s], f"{preds[0].name} {preds[0].probability:.0%}"
+        )
         png = png_bytes(canvas)
     timings = Timings(decode_ms=decode_ms, inference_ms=inference_ms, postprocess_ms=watch.lap())
     response = LocalizeResponse(

@@ -8,9 +8,9 @@ import numpy as np
 
 from app.config import Settings
 from app.core.overlay import display_image, draw_skeleton, png_bytes
-from app.registry import LoadedModel
+from app.model import Arrays, LoadedModel, PoseModel
 from app.schemas import Edge, Joint, PoseResponse, Timings
-from app.services.common import Deadline, Outcome, Region, Stopwatch, b64, box_out, image_info, prepare
+from app.services.common import Deadline, Outcome, Region, Stopwatch, b64, box_out, image_info, output_width, prepare
 
 
 @dataclass(frozen=True)
@@ -20,13 +20,31 @@ class PoseParams:
     embed: bool = False  # and put it, base64, in the JSON
 
 
-def run_pose(model: LoadedModel, data: bytes, params: PoseParams, settings: Settings, deadline: Deadline) -> Outcome[PoseResponse]:
+def bind_pose(model: LoadedModel, warm: Arrays) -> PoseModel:
+    """Load-time check: the sidecar names the joints and their edges, and the outputs give an x, y (and a
+    visibility, if any) for each of them."""
     spec = model.sidecar.joints
-    assert spec is not None  # registry only serves pose models with a joints spec
+    if spec is None:
+        raise model.refusal("joints", "a pose model's sidecar must name its joints (names, edges)")
+    k = len(spec.names)
+    if (n := output_width(model, warm, "joints")) != 2 * k:
+        raise model.refusal("joints.names", f"{k} joints named for {n} numbers of output 'joints' (x, y each)")
+    visibility = "joint_visibility" in model.sidecar.outputs
+    if visibility and (n := output_width(model, warm, "joint_visibility")) != k:
+        raise model.refusal("outputs.joint_visibility", f"{n} visibilities for {k} joints")
+    if any(not (0 <= a < k and 0 <= b < k) for a, b in spec.edges):
+        raise model.refusal("joints.edges", f"an edge names a joint outside 0..{k - 1}")
+    return PoseModel(**model.common_fields(), joints=spec, visibility=visibility)
+
+
+def run_pose(
+    model: PoseModel, data: bytes, params: PoseParams, settings: Settings, deadline: Deadline
+) -> Outcome[PoseResponse]:
+    spec = model.joints
     watch = Stopwatch()
     prep = prepare(data, model, settings, region=params.box, overlay=params.overlay)
     decode_ms = watch.lap()
-    wanted = ["joints"] + (["joint_visibility"] if "joint_visibility" in model.sidecar.outputs else [])
+    wanted = ["joints", "joint_visibility"] if model.visibility else ["joints"]
     out = model.run(prep.batch, wanted, deadline.left("inference"))
     inference_ms = watch.lap()
 
@@ -36,8 +54,12 @@ def run_pose(model: LoadedModel, data: bytes, params: PoseParams, settings: Sett
     vis = out["joint_visibility"][0] if "joint_visibility" in out else None
     joints = [
         Joint(
-            index=i, name=name, x=float(points[i, 0]), y=float(points[i, 1]),
-            x_norm=float(norm[i, 0]), y_norm=float(norm[i, 1]),
+            index=i,
+            name=name,
+            x=float(points[i, 0]),
+            y=float(points[i, 1]),
+            x_norm=float(norm[i, 0]),
+            y_norm=float(norm[i, 1]),
             visibility=float(vis[i]) if vis is not None else None,
         )
         for i, name in enumerate(spec.names)

@@ -6,7 +6,7 @@ import time
 
 import onnxruntime as ort
 
-from app.registry import Watchdog
+from app.runtime import Watchdog
 
 
 def test_watchdog_terminates_late_runs_only() -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from app.config import Settings
-from app.registry import limit_blas_threads
+from app.runtime import limit_blas_threads
 from bench.loadgen import LoadResult
 from bench.perf import (
     InprocWorker,

@@ -1,0 +1,127 @@
+"""Process tuning for a small CPU box: the BLAS thread cap, onnxruntime's shared arena and session options,
+handing freed heap back to the OS, and the watchdog that stops onnxruntime runs past their deadline."""
+
+from __future__ import annotations
+
+import ctypes
+import heapq
+import threading
+import time
+
+import onnxruntime as ort
+from threadpoolctl import threadpool_info, threadpool_limits  # type: ignore[import-untyped]
+
+from app.config import Settings
+
+
+def limit_blas_threads(n: int) -> int:
+    """Give every BLAS loaded in this process (numpy's, scipy's OpenBLAS) ``n`` threads; returns how many
+    libraries are limited (``n < 1``: none, their default stays).
+
+    The service's BLAS calls are tiny (the CAM maps), and it runs several requests at once: a BLAS
+    pool of one thread per core, spinning after each call, only takes the cores from onnxruntime."""
+    if n < 1:
+        return 0
+    threadpool_limits(limits=n, user_api="blas")
+    return sum(1 for lib in threadpool_info() if lib["user_api"] == "blas")
+
+
+def release_free_heap() -> bool:
+    """Hand the C heap freed while loading (ONNX protos, graph optimization) back to the OS (glibc only)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
+
+
+_shared_arena_lock = threading.Lock()
+_shared_arena = False
+
+
+def _register_shared_arena() -> None:
+    """One CPU arena in onnxruntime's environment, used by every session that opts in: it holds the peak of
+    the runs in flight (at most max_concurrency) instead of one peak per model; grows only as requested."""
+    global _shared_arena
+    with _shared_arena_lock:
+        if not _shared_arena:
+            info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+            ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, 1, -1, -1))  # 1: kSameAsRequested
+            _shared_arena = True
+
+
+def session_options(settings: Settings) -> ort.SessionOptions:
+    """onnxruntime options tuned for a small CPU box; every knob comes from Settings."""
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = settings.intra_op_threads
+    so.inter_op_num_threads = settings.inter_op_threads
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.enable_cpu_mem_arena = settings.ort_arena != "off"
+    if settings.ort_arena == "shared":
+        _register_shared_arena()
+        so.add_session_config_entry("session.use_env_allocators", "1")
+    spin = "1" if settings.ort_spinning else "0"
+    so.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    so.add_session_config_entry("session.inter_op.allow_spinning", spin)
+    so.log_severity_level = 3
+    return so
+
+
+class Watchdog:
+    """Sets ``RunOptions.terminate`` on the runs that pass their deadline, from one daemon thread.
+
+    ``threading.Timer`` per run started (and stopped) a thread for every inference, ~0.2 ms of CPU each
+    plus a wake-up of that thread; here a run only pushes its deadline on a heap, and the thread
+    sleeps until the earliest one."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, ort.RunOptions]] = []
+        self._seq = 0
+        self._active: set[int] = set()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, options: ort.RunOptions, timeout_s: float) -> int:
+        """Terminate ``options``' run after ``timeout_s`` unless :meth:`done` is called first."""
+        with self._cond:
+            self._seq += 1
+            ticket = self._seq
+            deadline = time.monotonic() + timeout_s
+            self._active.add(ticket)
+            heapq.heappush(self._heap, (deadline, ticket, options))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="ort-watchdog", daemon=True)
+                self._thread.start()
+            elif self._heap[0][1] == ticket:
+                self._cond.notify()  # a new earliest deadline
+        return ticket
+
+    def done(self, ticket: int) -> None:
+        with self._cond:
+            self._active.discard(ticket)
+            if len(self._heap) > 2 * len(self._active) + 64:
+                # Finished runs leave their entries until the earliest deadline passes: drop them now and
+                # then, so that the heap (and the RunOptions it holds) stays about as small as the runs in flight.
+                self._heap = [e for e in self._heap if e[1] in self._active]
+                heapq.heapify(self._heap)
+
+    def _loop(self) -> None:
+        with self._cond:
+            while True:
+                while self._heap and self._heap[0][1] not in self._active:
+                    heapq.heappop(self._heap)  # finished in time
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                deadline, ticket, options = self._heap[0]
+                left = deadline - time.monotonic()
+                if left > 0:
+                    self._cond.wait(left)
+                    continue
+                heapq.heappop(self._heap)
+                self._active.discard(ticket)
+                options.terminate = True
+
+
+WATCHDOG = Watchdog()
