@@ -7,11 +7,22 @@ import importlib
 import sys
 
 # Each task's command line lives in its package's ``cli`` module, exposing ``add_parser(subparsers)``.
-COMMANDS = ("export.cam.cli", "export.localize.cli", "export.localize.finetune.cli", "export.pose.cli")
+COMMANDS = (
+    "export.cam.cli",
+    "export.cam.onnx_cam",
+    "export.localize.cli",
+    "export.localize.finetune.cli",
+    "export.pose.cli",
+)
 
-# Sub-commands that must run where only torch, numpy and Pillow are installed (a bare GPU machine): only their
-# own module is imported (the others import onnx, scipy, ... at module level or through their imports).
-STANDALONE = {"localize-pack": "export.localize.finetune.cli", "localize-finetune": "export.localize.finetune.cli"}
+# Sub-commands that must run where only some packages are installed: only their own module is imported (the
+# others import torch, onnx, scipy, ... at module level or through their imports).  localize-pack and
+# localize-finetune: torch, numpy and Pillow (a bare GPU machine); onnx-cam: onnx, onnxruntime (no torch).
+STANDALONE = {
+    "localize-pack": "export.localize.finetune.cli",
+    "localize-finetune": "export.localize.finetune.cli",
+    "onnx-cam": "export.cam.onnx_cam",
+}
 
 
 def modules_for(argv: list[str]) -> tuple[str, ...]:

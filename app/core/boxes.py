@@ -47,13 +47,6 @@ def normalize_xyxy(boxes: npt.ArrayLike, width: float, height: float) -> FloatAr
     return _as_boxes(boxes) / np.array([width, height, width, height], dtype=np.float64)
 
 
-def denormalize_xyxy(boxes: npt.ArrayLike, width: float, height: float) -> FloatArray:
-    """Fractions of the image -> pixels.  Shape ``(..., 4)``."""
-    if width <= 0 or height <= 0:
-        raise BoxError(f"image size must be positive, got {width}x{height}")
-    return _as_boxes(boxes) * np.array([width, height, width, height], dtype=np.float64)
-
-
 def clip_xyxy(boxes: npt.ArrayLike, width: float, height: float) -> FloatArray:
     """Clip boxes to ``[0, width] x [0, height]``.  Shape ``(..., 4)``."""
     b = _as_boxes(boxes).copy()

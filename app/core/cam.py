@@ -102,14 +102,6 @@ def resample(grid: npt.ArrayLike, row_pos: npt.ArrayLike, col_pos: npt.ArrayLike
     return Resampler.at((g.shape[0], g.shape[1]), row_pos, col_pos)(g)
 
 
-def upsample(grid: npt.ArrayLike, out_h: int, out_w: int) -> FloatArray:
-    """Bilinear upsampling of ``(R, C)`` to ``(out_h, out_w)``, half-pixel centres."""
-    g = np.asarray(grid)
-    rows = (np.arange(out_h) + 0.5) * (g.shape[0] / out_h)
-    cols = (np.arange(out_w) + 0.5) * (g.shape[1] / out_w)
-    return resample(g, rows, cols)
-
-
 def normalize_map(m: npt.ArrayLike, method: CamNorm = CamNorm.minmax) -> FloatArray:
     """Map to [0, 1]; a constant map (or, for ``max``, one with no positive value) becomes all ones."""
     a = np.asarray(m, dtype=np.float64)

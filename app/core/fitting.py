@@ -67,11 +67,6 @@ class Fit:
         offset = np.array([rx1, ry1]) - np.array([cx1, cy1]) * scale
         return scale, offset
 
-    def input_points_to_image(self, points: npt.ArrayLike) -> FloatArray:
-        """``(..., 2)`` x, y in model-input pixels -> image pixels."""
-        scale, offset = self._affine()
-        return np.asarray(points, dtype=np.float64) * scale + offset
-
     def input_boxes_to_image(self, boxes: npt.ArrayLike) -> FloatArray:
         """``(..., 4)`` xyxy in model-input pixels -> image pixels."""
         scale, offset = self._affine()

@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from app.config import Settings
-from app.core.boxes import BoxError, normalize_xyxy, validate_xyxy, xyxy_to_rchw
+from app.core.boxes import BoxError, clip_xyxy, normalize_xyxy, validate_xyxy, xyxy_to_rchw
 from app.core.fitting import Fit, fit_image
 from app.core.imaging import DecodedImage, open_image
 from app.errors import InvalidParameter, RequestTimeout
@@ -120,7 +120,7 @@ def top_k(probs: npt.ArrayLike, k: int) -> list[int]:
 
 def box_out(xyxy: npt.ArrayLike, width: int, height: int) -> Box:
     """A response Box from xyxy image pixels (clipped to the image)."""
-    b = np.clip(np.asarray(xyxy, dtype=np.float64), 0.0, [width, height, width, height])
+    b = clip_xyxy(xyxy, width, height)
     n = normalize_xyxy(b, width, height)
     r, c, h, w = (float(v) for v in xyxy_to_rchw(b))
     nr, nc, nh, nw = (float(v) for v in xyxy_to_rchw(n))

@@ -47,7 +47,7 @@ def test_letterbox_keeps_aspect_and_pads_with_zero() -> None:
     assert fit.content == (0, 8, 32, 24)
     np.testing.assert_allclose(batch[0, :, :8], 0.0)
     np.testing.assert_allclose(batch[0, 0, 8:24], 1.0)
-    np.testing.assert_allclose(fit.input_points_to_image([[16, 16]]), [[320, 160]])
+    np.testing.assert_allclose(fit.input_boxes_to_image([[16, 16, 16, 16]]), [[320, 160, 320, 160]])
 
 
 def test_region_crop_maps_back() -> None:

@@ -14,11 +14,12 @@ pytest.importorskip("onnx")
 from torch import nn  # noqa: E402
 
 from app.config import Settings  # noqa: E402
-from app.core.cam import class_activation_maps, upsample  # noqa: E402
+from app.core.cam import class_activation_maps  # noqa: E402
 from app.registry import Registry  # noqa: E402
 from app.sidecar import Task  # noqa: E402
 from export.cam.cli import export_cam_model  # noqa: E402
 from export.common.onnx_export import ExportVerificationError, GapClassifier, cam_identity_error, verify_wrapper  # noqa: E402
+from tests.app.core.test_cam import upsample  # noqa: E402
 
 LABELS = [{"index": i, "id": f"c{i}", "name": f"class {i}"} for i in range(5)]
 NORM = {"scale": 1 / 255, "mean": [0.5] * 3, "std": [0.5] * 3}
