@@ -4,9 +4,11 @@ import io
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
-from app.core.imaging import decode_image, sniff_format
+from app.core.imaging import _to_rgb, decode_image, open_image, reduction_factor, sniff_format
 from app.errors import InvalidImage, PayloadTooLarge, UnsupportedMediaType
 from tests.conftest import encode, noise_image
 
@@ -142,3 +144,78 @@ def _photo_jpeg(w: int, h: int, orientation: int = 1, **save: object) -> bytes:
     if orientation != 1:
         exif[0x0112] = orientation
     return encode(Image.fromarray(rgb.astype(np.uint8)), "JPEG", exif=exif, quality=90, **save)
+
+
+# --- the decode budget: what is costed from the header is what Pillow then does -------------------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 900), st.integers(1, 900), st.floats(0.01, 1.0))
+def test_the_costed_draft_scale_is_the_one_pillow_picks(w: int, h: int, fraction: float) -> None:
+    """The budget is computed for the DCT scale Pillow's draft will choose: the decoded size is as costed."""
+    opened = open_image(encode(Image.new("RGB", (w, h)), "JPEG"), max_pixels=BIG)
+    _, _, scale = opened.cost(fraction)
+    decoded = opened.decode(fraction, BIG_BYTES)
+    assert decoded.image.size == (-(-w // scale), -(-h // scale))
+    assert decoded.image.width >= w * fraction - 1 and decoded.image.height >= h * fraction - 1
+
+
+def test_decode_budget_refuses_from_the_header_with_413() -> None:
+    data = encode(Image.new("RGBA", (2000, 1000)), "PNG")
+    opened = open_image(data, max_pixels=BIG)
+    need, factor, _ = opened.cost(1.0)
+    assert factor == 1 and need >= 2000 * 1000 * 4 * 3  # the RGBA decode, its RGB conversion and its transposition
+    with pytest.raises(PayloadTooLarge, match="would take"):
+        opened.decode(1.0, need - 1)
+    assert open_image(data, max_pixels=BIG).decode(1.0, need).image.size == (2000, 1000)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P", "PA", "L", "1", "I;16", "I", "F", "CMYK"])
+@pytest.mark.parametrize("factor", [1, 2, 4])
+def test_strip_by_strip_conversion_is_the_whole_image_conversion(mode: str, factor: int) -> None:
+    """Converting (and reducing) in strips gives exactly the image a whole-image conversion would give."""
+    rng = np.random.default_rng(7)
+    size = (301, 1500)  # tall enough for several strips at this width
+    base = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 4), dtype=np.uint8), "RGBA")
+    if mode in ("I;16", "I", "F"):
+        img = Image.fromarray(rng.integers(0, 65536, (size[1], size[0])).astype(np.uint16)).convert(mode)
+        if mode == "F":
+            img = Image.fromarray(rng.random((size[1], size[0])).astype(np.float32), "F")
+    else:
+        img = base.convert(mode)
+    from app.core import imaging
+
+    whole = _to_rgb(img, factor)
+    old = imaging._STRIP_BYTES
+    try:
+        imaging._STRIP_BYTES = 1  # one strip of `factor` rows at a time
+        strips = _to_rgb(img, factor)
+    finally:
+        imaging._STRIP_BYTES = old
+    assert whole.mode == strips.mode == "RGB" and whole.size == (-(-size[0] // factor), -(-size[1] // factor))
+    np.testing.assert_array_equal(np.asarray(whole), np.asarray(strips))
+
+
+def test_sixteen_bit_grey_is_scaled_not_clipped_after_reduction() -> None:
+    a = np.full((800, 600), 65535, np.uint16)
+    a[:400] = 257 * 100
+    d = decode_image(encode(Image.fromarray(a), "PNG"), max_pixels=BIG, max_bytes=BIG_BYTES, fraction=0.25)
+    assert d.image.size == (150, 200)  # reduced by 4 before the conversion
+    px = np.asarray(d.image)
+    assert px[0, 0].tolist() == [100, 100, 100] and px[-1, -1].tolist() == [255, 255, 255]
+
+
+def test_only_the_first_frame_is_read_and_animation_is_a_flag() -> None:
+    frames = [Image.new("L", (4, 4), v) for v in (10, 20, 30)]
+    buf = io.BytesIO()
+    frames[0].save(buf, "TIFF", save_all=True, append_images=frames[1:])
+    d = decode_image(buf.getvalue(), max_pixels=BIG, max_bytes=BIG_BYTES)
+    assert d.animated and np.asarray(d.image)[0, 0].tolist() == [10, 10, 10]
+
+
+@pytest.mark.parametrize("size", [(7, 5), (64, 48)])
+def test_reduction_factor_keeps_the_fraction(size: tuple[int, int]) -> None:
+    for fraction in (0.05, 0.13, 0.26, 0.5, 0.51, 1.0):
+        f = reduction_factor(size, fraction)
+        assert f in (1, 2, 4, 8)
+        assert -(-size[0] // f) >= size[0] * fraction - 1e-9 or f == 1
