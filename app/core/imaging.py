@@ -27,7 +27,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageFile, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, ImageFile, PngImagePlugin
 
 from app.errors import InvalidImage, PayloadTooLarge, UnsupportedMediaType
 
@@ -61,6 +61,16 @@ _RGB_BYTES = 4
 _DECODER_COPIES = {"TIFF": 1, "WEBP": 1}
 # Working memory of one conversion strip (float64 scaling of 16-bit or float data, RGBA compositing).
 _STRIP_BYTES = 4 << 20
+# Decoders whose time follows neither the pixels nor the bytes, bounded from the header as well:
+# - a progressive JPEG is decoded scan by scan over every coefficient block (time ~ scans x blocks, at any draft
+#   scale), and libjpeg has no scan limit: 7000x7000 grey in 3000 scans (0.37 MB) took 16-29 s here. The scans are
+#   not in the header, but each starts with the marker bytes FF DA, which cannot occur inside entropy-coded data
+#   (an FF there is followed by 00 or a restart marker): their count in the file bounds the scans from above.
+#   2e8 block-scans is about 2 s of libjpeg-turbo here, and 190 scans of a 50 MP photo (encoders write about 10).
+# - Pillow decodes RLE-compressed BMP in Python: a 7000x7000 RLE8 of end-of-line codes (29 kB) took 7.9 s.
+_MAX_BLOCK_SCANS = 200_000_000
+_MAX_RLE_BMP_PIXELS = 8_000_000
+_FORMAT_READS_AS = {"JPEG": ("JPEG", "MPO")}  # a JPEG with an MP index (phones' HDR, depth) reads as MPO
 _TEXT_CHUNK_BYTES = 1 << 20  # PNG text / ICC chunks: largest decompressed chunk, and all of them together
 _TEXT_TOTAL_BYTES = 8 << 20
 
@@ -164,7 +174,7 @@ class OpenedImage:
             )
         im: Image.Image = self.im
         mode = im.mode
-        animated = bool(getattr(im, "is_animated", False))
+        animated = _animated(im)
         try:
             if scale > 1:
                 im.draft("RGB", _draft_request(self.size, fraction))
@@ -176,7 +186,7 @@ class OpenedImage:
                 im = im.transpose(_ORIENT[orientation])
         except Image.DecompressionBombError as exc:
             raise PayloadTooLarge(f"image has too many pixels ({exc})", field="image") from exc
-        except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, MemoryError) as exc:
+        except Exception as exc:  # whatever a decoder raises on untrusted bytes: the image cannot be decoded
             raise InvalidImage(
                 f"cannot decode the {self.format} image: it is corrupt or truncated", field="image"
             ) from exc
@@ -194,9 +204,9 @@ def open_image(data: bytes, *, max_pixels: int) -> OpenedImage:
         im = Image.open(io.BytesIO(data), formats=[fmt])
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise PayloadTooLarge(f"image has too many pixels ({exc})", field="image") from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
+    except Exception as exc:  # whatever Pillow's reader raises on untrusted bytes (struct.error, IndexError, ...)
         raise InvalidImage(f"cannot read the {fmt} image: it is corrupt or truncated", field="image") from exc
-    if im.format != fmt:  # formats=[fmt] makes this impossible; checked all the same, it is the allow-list
+    if im.format not in _FORMAT_READS_AS.get(fmt, (fmt,)):  # formats=[fmt] makes this all but impossible
         raise UnsupportedMediaType(
             f"the upload reads as {im.format}, not as the {fmt} its bytes announce", field="image"
         )
@@ -205,6 +215,7 @@ def open_image(data: bytes, *, max_pixels: int) -> OpenedImage:
         raise InvalidImage(f"image has no pixels ({w}x{h})", field="image")
     if w * h > max_pixels:
         raise PayloadTooLarge(f"image is {w}x{h} = {w * h} pixels, over the limit of {max_pixels}", field="image")
+    _check_decode_work(im, fmt, data)
     late_exif = fmt == "PNG" and "exif" not in im.info  # PngImageFile.getexif() would decode the image
     return OpenedImage(im, fmt, (w, h), None if late_exif else _orientation(im))
 
@@ -212,6 +223,31 @@ def open_image(data: bytes, *, max_pixels: int) -> OpenedImage:
 def decode_image(data: bytes, *, max_pixels: int, max_bytes: int, fraction: float = 1.0) -> DecodedImage:
     """:func:`open_image` then :meth:`OpenedImage.decode`."""
     return open_image(data, max_pixels=max_pixels).decode(fraction, max_bytes)
+
+
+def _check_decode_work(im: ImageFile.ImageFile, fmt: str, data: bytes) -> None:
+    """413 for the decodes whose time the pixel and memory budgets do not bound (see ``_MAX_BLOCK_SCANS``)."""
+    w, h = im.size
+    if fmt == "JPEG" and im.info.get("progressive"):
+        scans = data.count(b"\xff\xda")
+        work = scans * _progressive_coefficients(im, w, h) // 128  # 64 coefficients of 2 bytes a block
+        if work > _MAX_BLOCK_SCANS:
+            raise PayloadTooLarge(
+                f"this progressive JPEG ({w}x{h}, up to {scans} scans) would take too long to decode", field="image"
+            )
+    if fmt == "BMP" and im.info.get("compression") in (1, 2) and w * h > _MAX_RLE_BMP_PIXELS:
+        raise PayloadTooLarge(
+            f"an RLE-compressed BMP is decoded at most {_MAX_RLE_BMP_PIXELS} pixels large; this one is {w}x{h}",
+            field="image",
+        )
+
+
+def _animated(im: Image.Image) -> bool:
+    """Whether the file holds more frames; a second frame that cannot be read is none (only the first is used)."""
+    try:
+        return bool(getattr(im, "is_animated", False))
+    except Exception:  # Pillow reads the second frame's header to tell: a truncated one raises anything
+        return False
 
 
 def _orientation(im: Image.Image) -> int:
