@@ -10,7 +10,8 @@ Three servers on the same uvicorn, driven by the same lean client, interleaved r
   default parameters and model) behind a minimal ASGI callable: raw body, the
   same admission limit, one thread hop, ``model_dump_json``.  No routing, no dependencies, no middleware.
 
-Reported per server: requests/s and the server's CPU per request (user + system, from ``/proc``).  The bare
+Reported per server: requests/s and the server's CPU per request (user + system of its process tree).  Both
+servers (``bench.server``) get the ``LOCSVC_*`` of the environment.  The bare
 callable is a measuring device, not a way to serve: it has no validation, limits, errors or metrics.  What
 separates it from the in-process limit is uvicorn, the kernel's loopback sockets and the thread hop; what
 separates the service from it is the framework and our middlewares.
@@ -20,21 +21,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[None]]
+ASGIApp = Callable[
+    [dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Callable[[dict[str, Any]], Awaitable[None]]],
+    Awaitable[None],
+]
 
 
 def app_factory() -> ASGIApp:
     """The bare ASGI callable (``uvicorn --factory bench.asgi_floor:app_factory``), serving whichever of
-    ``/cam``, ``/localize``, ``/pose`` the path names, with ``LOCSVC_*`` settings from the environment."""
+    ``/cam``, ``/localize``, ``/pose`` the path names, with ``LOCSVC_*`` settings from the environment;
+    ``/readyz`` 200 (the models are loaded before uvicorn listens)."""
     import anyio
 
     from app.config import Settings
@@ -46,7 +48,11 @@ def app_factory() -> ASGIApp:
     limiter = anyio.CapacityLimiter(settings.max_concurrency)
     jobs = {ep: service_job(registry, ep) for ep in ("/cam", "/localize", "/pose") if _serves(registry, ep)}
 
-    async def app(scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]], send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+    async def app(
+        scope: dict[str, Any],
+        receive: Callable[[], Awaitable[dict[str, Any]]],
+        send: Callable[[dict[str, Any]], Awaitable[None]],
+    ) -> None:
         if scope["type"] != "http":
             return
         chunks = []
@@ -55,6 +61,10 @@ def app_factory() -> ASGIApp:
             chunks.append(message.get("body", b""))
             if not message.get("more_body"):
                 break
+        if scope["path"] == "/readyz":
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]})
+            await send({"type": "http.response.body", "body": b""})
+            return
         job = jobs.get(scope["path"])
         if job is None:
             await send({"type": "http.response.start", "status": 404, "headers": [(b"content-length", b"0")]})
@@ -84,10 +94,13 @@ def _serves(registry: Any, endpoint: str) -> bool:
 def main(argv: list[str] | None = None) -> None:
     import asyncio
 
-    from bench.perf import ENDPOINT_PHOTO, IMAGES, cpu_s, free_port, photo_jpeg
-    from bench.perf_client import run_load_lean
+    from bench.loadgen import run_load
+    from bench.perf import ENDPOINT_PHOTO, IMAGES, photo_jpeg
+    from bench.server import Server, environ_settings
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--endpoint", default="/localize", choices=["/cam", "/localize", "/pose"])
     ap.add_argument("--image", default="small", choices=sorted(IMAGES))
     ap.add_argument("--concurrency", type=int, default=4)
@@ -97,43 +110,48 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     image = photo_jpeg(*IMAGES[args.image], ENDPOINT_PHOTO.get(args.endpoint, "chelsea"))
-    servers = {"service": ("app.main:app", [], "image"), "service_raw": (None, [], None), "bare": ("bench.asgi_floor:app_factory", ["--factory"], None)}
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "LOCSVC_AUTH": "off"}
-    procs: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+    env = environ_settings()
+    logs = args.out.parent
+    started: list[Server] = []
     try:
-        for name, (target, extra, _) in servers.items():
-            if target is None:  # the raw-body client talks to the service's process
-                continue
-            port = free_port()
-            cmd = [sys.executable, "-m", "uvicorn", target, *extra, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
-            procs[name] = (subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), port)
-        procs["service_raw"] = procs["service"]
-        deadline = time.monotonic() + 120
-        for _, port in procs.values():
-            while time.monotonic() < deadline:
-                try:
-                    asyncio.run(run_load_lean(f"http://127.0.0.1:{port}", args.endpoint, image, 1, 0.3, max_requests=1, field_name=None))
-                    break
-                except OSError:
-                    time.sleep(0.3)
-        results: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
+        service = Server(logs / "asgi-floor-service.log", env, log_level="warning")
+        started.append(service)
+        bare = Server(
+            logs / "asgi-floor-bare.log",
+            env,
+            app="bench.asgi_floor:app_factory",
+            factory=True,
+            log_level="warning",
+            name="bare",
+        )
+        started.append(bare)
+        for server in started:
+            server.wait_ready()
+        # name: (server, multipart field or None for the raw body); service_raw is the service's own process
+        contenders = {"service": (service, "image"), "service_raw": (service, None), "bare": (bare, None)}
+        results: dict[str, list[dict[str, float]]] = {name: [] for name in contenders}
         for rnd in range(args.rounds):
-            for name, (_, _, field) in servers.items():
-                proc, port = procs[name]
-                url = f"http://127.0.0.1:{port}"
-                asyncio.run(run_load_lean(url, args.endpoint, image, args.concurrency, 1.0, field_name=field))
-                c0, t0 = cpu_s(proc.pid), time.perf_counter()
-                r = asyncio.run(run_load_lean(url, args.endpoint, image, args.concurrency, args.seconds, field_name=field))
-                c1, dt = cpu_s(proc.pid), time.perf_counter() - t0
+            for name, (server, field) in contenders.items():
+                asyncio.run(run_load(server.url, args.endpoint, image, args.concurrency, 1.0, field_name=field))
+                c0, t0 = server.cpu_s(), time.perf_counter()
+                r = asyncio.run(
+                    run_load(server.url, args.endpoint, image, args.concurrency, args.seconds, field_name=field)
+                )
+                c1, dt = server.cpu_s(), time.perf_counter() - t0
                 ok = r.statuses.get(200, 0)
-                row = {"rps": ok / dt, "cpu_ms_per_request": (c1 - c0) / ok * 1000 if ok else float("nan"), "errors": sum(r.statuses.values()) - ok + r.transport_errors}
+                row = {
+                    "rps": ok / dt,
+                    "cpu_ms_per_request": (c1 - c0) / ok * 1000 if ok else float("nan"),
+                    "errors": sum(r.statuses.values()) - ok + r.transport_errors,
+                }
                 results[name].append(row)
-                print(f"round {rnd + 1}/{args.rounds} {name:12s} {row['rps']:7.1f} req/s  {row['cpu_ms_per_request']:6.2f} ms CPU/req", flush=True)
+                print(
+                    f"round {rnd + 1}/{args.rounds} {name:12s} {row['rps']:7.1f} req/s  {row['cpu_ms_per_request']:6.2f} ms CPU/req",
+                    flush=True,
+                )
     finally:
-        for name, (proc, _) in procs.items():
-            if name != "service_raw":  # the service's own process, stopped once
-                proc.terminate()
-                proc.wait()
+        for server in started:
+            server.stop()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results}, indent=1))
     for name, rows in results.items():

@@ -24,7 +24,7 @@ from app.services.cam import CamParams, run_cam
 from app.services.common import Deadline
 from app.services.localize import LocalizeParams, run_localize
 from app.services.pose import PoseParams, run_pose
-from app.sidecar import Task
+from app.tasks import CAM, LOCALIZE, POSE
 
 WORKERS = int(os.environ.get("PERF_BENTO_WORKERS", "1"))
 THREADS = int(os.environ.get("PERF_BENTO_THREADS", "2"))
@@ -38,18 +38,24 @@ class Svc:
 
     @bentoml.api(route="/cam")
     def cam(self, image: Path) -> dict[str, Any]:
-        model = self.registry.get(Task.cam, None)
-        outcome = run_cam(model, image.read_bytes(), CamParams(), self.settings, Deadline.start(self.settings.job_timeout_s))
+        model = self.registry.get(CAM, None)
+        outcome = run_cam(
+            model, image.read_bytes(), CamParams(), self.settings, Deadline.start(self.settings.job_timeout_s)
+        )
         return outcome.response.model_dump(mode="json")
 
     @bentoml.api(route="/localize")
     def localize(self, image: Path) -> dict[str, Any]:
-        model = self.registry.get(Task.localize, None)
-        outcome = run_localize(model, image.read_bytes(), LocalizeParams(), self.settings, Deadline.start(self.settings.job_timeout_s))
+        model = self.registry.get(LOCALIZE, None)
+        outcome = run_localize(
+            model, image.read_bytes(), LocalizeParams(), self.settings, Deadline.start(self.settings.job_timeout_s)
+        )
         return outcome.response.model_dump(mode="json")
 
     @bentoml.api(route="/pose")
     def pose(self, image: Path) -> dict[str, Any]:
-        model = self.registry.get(Task.pose, None)
-        outcome = run_pose(model, image.read_bytes(), PoseParams(), self.settings, Deadline.start(self.settings.job_timeout_s))
+        model = self.registry.get(POSE, None)
+        outcome = run_pose(
+            model, image.read_bytes(), PoseParams(), self.settings, Deadline.start(self.settings.job_timeout_s)
+        )
         return outcome.response.model_dump(mode="json")

@@ -25,6 +25,7 @@ from app.core.boxes import iou
 from app.core.cam import CamNorm, CamRegion, class_activation_maps, normalize_map, resample, threshold_box
 from app.registry import LoadedModel, load_model
 from app.services.common import prepare
+from app.tasks import CAM
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,12 @@ DEFAULT_RULE = (CamNorm.minmax, CamRegion.peak, 0.2)
 def evaluate(
     model: LoadedModel, samples: list[Sample], settings: Settings, dataset_wnids: list[str]
 ) -> dict[str, object]:
-    assert model.cam_weight is not None
+    cam = CAM.view(model)
+    weight = None if cam is None else cam.cam_weight
+    if weight is None:
+        raise ValueError(
+            f"{model.name} has no CAM dense layer (cam_weight): it does not serve /cam with the CAM method"
+        )
     index = {lab.id: lab.index for lab in model.sidecar.labels}
     subset = np.array([index[w] for w in dataset_wnids])
     hits = {rule: 0 for rule in RULES}
@@ -78,7 +84,7 @@ def evaluate(
         top1_200 += int(pred200 == truth)
         w, h = prep.decoded.width, prep.decoded.height
         rows, cols = prep.fit.content_sample_positions(h, w, *out["features"].shape[2:])
-        maps = class_activation_maps(out["features"][0], model.cam_weight, [truth, pred200])
+        maps = class_activation_maps(out["features"][0], weight, [truth, pred200])
         raw_true = resample(maps[0], rows, cols)
         for norm in CamNorm:
             nm = normalize_map(raw_true, norm)

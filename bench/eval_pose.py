@@ -22,6 +22,7 @@ from app.registry import LoadedModel, load_model
 from app.runtime import limit_blas_threads
 from app.services.common import Deadline
 from app.services.pose import PoseParams, run_pose
+from app.tasks import POSE
 from export.pose.data import read_lsp_joints
 from export.pose.metrics import pck, pcp
 
@@ -36,11 +37,16 @@ def lsp_images(root: Path, indices: range) -> list[Path]:
 
 def evaluate(model: LoadedModel, root: Path, settings: Settings, indices: range = HELD_OUT) -> dict[str, Any]:
     """Mean PCP (8 arm and leg limbs), PCP per part and PCK@0.2 over the LSP images ``indices``."""
+    pose_model = POSE.view(model)
+    if pose_model is None:
+        raise ValueError(f"{model.name} does not serve /pose")
     xy, annotated, _ = read_lsp_joints(root / "joints.mat")
     preds = []
     t0 = time.perf_counter()
     for path in lsp_images(root, indices):
-        res = run_pose(model, path.read_bytes(), PoseParams(), settings, Deadline.start(settings.job_timeout_s)).response
+        res = run_pose(
+            pose_model, path.read_bytes(), PoseParams(), settings, Deadline.start(settings.job_timeout_s)
+        ).response
         preds.append([[j.x, j.y] for j in res.joints])
     gt, mask = xy[list(indices)], annotated[list(indices)]
     parts = pcp(np.array(preds), gt, mask)

@@ -8,8 +8,8 @@ It starts the service itself (``uvicorn app.main:app`` on a free loopback port, 
 environment and ``--env``), finds the endpoints its models serve (``GET /models``) and, for each
 endpoint, image (640x480 and 4000x3000 JPEGs made from a real photo) and concurrency, measures:
 
-* ``http``: the service, driven by ``bench.perf_client`` (closed loop, keep-alive, the request bytes built
-  once, so that the client takes little CPU from the 2 cores it shares; ``--client httpx``: ``bench.loadgen``);
+* ``http``: the service, driven by ``bench.loadgen`` (closed loop, keep-alive, the request bytes built
+  once, so that the client takes little CPU from the 2 cores it shares);
 * ``inproc``: the limit - the same service functions (decode, fit, onnxruntime, post-processing) in a
   worker process with the same environment and settings, the same concurrency over a thread pool and the
   same admission limit (``max_concurrency``), no HTTP (``bench.perf_inproc``);
@@ -33,7 +33,6 @@ import io
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,16 +40,15 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import httpx
 import numpy as np
 from PIL import Image
 
 from bench.loadgen import LoadResult, run_load
-from bench.perf_client import run_load_lean
+from bench.server import LOOPBACK, ROOT, Server, cpu_s, environ_settings, free_port, server_env
 
-ROOT = Path(__file__).resolve().parents[1]
 IMAGES = {"small": (640, 480), "large": (4000, 3000)}
 ENDPOINT_PHOTO = {"/pose": "astronaut"}  # a person for /pose; the cat elsewhere
 
@@ -66,47 +64,6 @@ def photo_jpeg(width: int, height: int, photo: str = "chelsea", quality: int = 9
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=quality)
     return buf.getvalue()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def rss_mb(pid: int) -> float:
-    """VmRSS of a process and its descendants, in MiB (0 when it is gone)."""
-    total = 0
-    pids = [pid]
-    while pids:
-        p = pids.pop()
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-            children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
-        except OSError:
-            continue
-        pids.extend(int(c) for c in children)
-    return total / 1024
-
-
-def cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) used so far by a process and its live descendants (0 when it is gone)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    pids = [pid]
-    while pids:
-        p = pids.pop()
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
-            children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
-        except (OSError, IndexError, ValueError):
-            continue
-        pids.extend(int(c) for c in children)
-    return total / tick
 
 
 def machine_notes() -> dict[str, Any]:
@@ -135,102 +92,25 @@ def machine_notes() -> dict[str, Any]:
 # -------------------------------------------------------------------------------------------- servers
 
 
-@dataclass
-class Proc:
-    """A server or worker process started by the harness."""
-
-    name: str
-    proc: subprocess.Popen[bytes]
-    url: str = ""
-    ready_s: float = float("nan")
-    log: IO[bytes] | None = None
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.log:
-            self.log.close()
-
-
-def wait_ready(p: Proc, t0: float, timeout_s: float, log_path: Path) -> None:
-    """Poll ``/readyz`` every 10 ms; ``ready_s`` is from ``t0`` (just before the process was started)."""
-    deadline = t0 + timeout_s
-    with httpx.Client(timeout=1.0) as client:
-        while time.perf_counter() < deadline:
-            if p.proc.poll() is not None:
-                raise RuntimeError(f"{p.name} exited with {p.proc.returncode}; see {log_path}")
-            try:
-                if client.get(f"{p.url}/readyz").status_code == 200:
-                    p.ready_s = time.perf_counter() - t0
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.01)
-    p.stop()
-    raise RuntimeError(f"{p.name} was not ready within {timeout_s} s; see {log_path}")
-
-
-def service_env(extra: dict[str, str]) -> dict[str, str]:
-    """The environment of a server started here: loopback only, so authentication off unless ``extra`` says."""
-    return {**os.environ, "PYTHONPATH": str(ROOT), "LOCSVC_AUTH": "off", **extra}
-
-
-def start_service(env: dict[str, str], workers: int, log_path: Path, timeout_s: float = 120.0) -> Proc:
-    """``uvicorn app.main:app`` as ``make run`` starts it, on a free loopback port."""
-    port = free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "app.main:app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--timeout-graceful-shutdown",
-        "30",
-    ]
-    if workers > 1:
-        cmd += ["--workers", str(workers)]
-    log = log_path.open("wb")
-    t0 = time.perf_counter()
-    p = Proc(
-        "service",
-        subprocess.Popen(cmd, cwd=ROOT, env=service_env(env), stdout=log, stderr=subprocess.STDOUT),
-        f"http://127.0.0.1:{port}",
-        log=log,
-    )
-    wait_ready(p, t0, timeout_s, log_path)
-    return p
+def start_service(env: dict[str, str], workers: int, log_path: Path, timeout_s: float = 120.0) -> Server:
+    """``uvicorn app.main:app`` as ``make run`` starts it, on a free loopback port, with ``LOCSVC_*`` from
+    ``env`` only; ``ready_s``: from process start to ``/readyz`` 200 (polled every 10 ms)."""
+    return Server(log_path, env, workers=workers).wait_ready(timeout_s, poll_s=0.01)
 
 
 def start_bento(
     python: Path, env: dict[str, str], workers: int, threads: int, log_path: Path, timeout_s: float = 180.0
-) -> Proc:
+) -> Server:
     """``bentoml serve bench.bento_service:Svc`` from BentoML's own venv, telemetry off."""
     port = free_port()
-    bento_env = service_env(env) | {
+    bento_env = env | {
         "BENTOML_DO_NOT_TRACK": "true",
         "BENTOML_HOME": str(ROOT / "artifacts" / "bentoml-home"),
         "PERF_BENTO_WORKERS": str(workers),
         "PERF_BENTO_THREADS": str(threads),
     }
-    cmd = [str(python), "-m", "bentoml", "serve", "bench.bento_service:Svc", "--host", "127.0.0.1", "--port", str(port)]
-    log = log_path.open("wb")
-    t0 = time.perf_counter()
-    p = Proc(
-        "bentoml",
-        subprocess.Popen(cmd, cwd=ROOT, env=bento_env, stdout=log, stderr=subprocess.STDOUT),
-        f"http://127.0.0.1:{port}",
-        log=log,
-    )
-    wait_ready(p, t0, timeout_s, log_path)
-    return p
+    cmd = [str(python), "-m", "bentoml", "serve", "bench.bento_service:Svc", "--host", LOOPBACK, "--port", str(port)]
+    return Server(log_path, bento_env, port=port, command=cmd, name="bentoml").wait_ready(timeout_s, poll_s=0.01)
 
 
 class InprocWorker:
@@ -241,7 +121,7 @@ class InprocWorker:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bench.perf_inproc"],
             cwd=ROOT,
-            env=service_env(env),
+            env=server_env(env),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.log,
@@ -373,7 +253,12 @@ def check_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
 
     def target(
-        name: str, value: float | None, limit: float, higher_is_better: bool, unit: str = "", rounds: list[Any] | None = None
+        name: str,
+        value: float | None,
+        limit: float,
+        higher_is_better: bool,
+        unit: str = "",
+        rounds: list[Any] | None = None,
     ) -> None:
         ok = value is not None and (value >= limit if higher_is_better else value <= limit)
         out.append(
@@ -418,19 +303,18 @@ def check_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def http_run(
-    client: str, url: str, endpoint: str, image: bytes, concurrency: int, duration_s: float, raw: bool = False
+    url: str, endpoint: str, image: bytes, concurrency: int, duration_s: float, raw: bool = False
 ) -> tuple[LoadResult, float]:
     """One closed-loop HTTP run, and the CPU seconds this (client) process spent on it.  The image goes in
     the multipart field ``image``, or as the raw body when ``raw``."""
-    load = run_load_lean if client == "lean" else run_load
     field = None if raw else "image"
     cpu0 = time.process_time()
     try:
         import uvloop
     except ImportError:
-        res = asyncio.run(load(url, endpoint, image, concurrency, duration_s, field_name=field))
+        res = asyncio.run(run_load(url, endpoint, image, concurrency, duration_s, field_name=field))
     else:
-        res = uvloop.run(load(url, endpoint, image, concurrency, duration_s, field_name=field))
+        res = uvloop.run(run_load(url, endpoint, image, concurrency, duration_s, field_name=field))
     return res, time.process_time() - cpu0
 
 
@@ -472,7 +356,7 @@ def bento_budget(args: argparse.Namespace, max_concurrency: int) -> tuple[int, i
 def run(args: argparse.Namespace) -> dict[str, Any]:
     out_dir = args.out.parent
     out_dir.mkdir(parents=True, exist_ok=True)
-    env = parse_env(args.env)
+    env = environ_settings() | parse_env(args.env)  # every server and worker gets these LOCSVC_*, and no others
     # Settings as the service will read them (same environment), for the CPU budget given to BentoML.
     os.environ.update(env)
     from app.config import Settings
@@ -487,7 +371,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     service = start_service(env, args.workers, out_dir / "perf-service.log")
     print(f"service ready in {service.ready_s:.2f} s at {service.url}", flush=True)
     inproc: InprocWorker | None = None
-    bento: Proc | None = None
+    bento: Server | None = None
     try:
         models = httpx.get(f"{service.url}/models", timeout=10).json()
         served = sorted({e if e.startswith("/") else f"/{e}" for m in models for e in m["serves"]})
@@ -534,20 +418,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for ep, img, c in configs:
                 data = images[(ep, img)].read_bytes()
                 t = tallies[(ep, img, c)]
-                cpu0 = cpu_s(service.proc.pid)
-                res, client_cpu = http_run(args.client, service.url, ep, data, c, slice_s)
-                t.setdefault("http", Tally()).add(res, client_cpu, cpu_s(service.proc.pid) - cpu0)
+                cpu0 = service.cpu_s()
+                res, client_cpu = http_run(service.url, ep, data, c, slice_s)
+                t.setdefault("http", Tally()).add(res, client_cpu, service.cpu_s() - cpu0)
                 if args.raw_body:
-                    cpu0 = cpu_s(service.proc.pid)
-                    res, client_cpu = http_run(args.client, service.url, ep, data, c, slice_s, raw=True)
-                    t.setdefault("http_raw", Tally()).add(res, client_cpu, cpu_s(service.proc.pid) - cpu0)
+                    cpu0 = service.cpu_s()
+                    res, client_cpu = http_run(service.url, ep, data, c, slice_s, raw=True)
+                    t.setdefault("http_raw", Tally()).add(res, client_cpu, service.cpu_s() - cpu0)
                 cpu0 = cpu_s(inproc.proc.pid)
                 res = inproc.run(ep, images[(ep, img)], c, slice_s)
                 t.setdefault("inproc", Tally()).add(res, 0.0, cpu_s(inproc.proc.pid) - cpu0)
                 if bento is not None:
-                    cpu0 = cpu_s(bento.proc.pid)
-                    res, client_cpu = http_run(args.client, bento.url, ep, data, c, slice_s)
-                    t.setdefault("bento", Tally()).add(res, client_cpu, cpu_s(bento.proc.pid) - cpu0)
+                    cpu0 = bento.cpu_s()
+                    res, client_cpu = http_run(bento.url, ep, data, c, slice_s)
+                    t.setdefault("bento", Tally()).add(res, client_cpu, bento.cpu_s() - cpu0)
                 s = {k: v.summary()["throughput_rps"] for k, v in t.items()}
                 print(
                     f"round {rnd + 1}/{args.rounds} {ep} {img} c={c}: "
@@ -560,8 +444,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 draft["off"].add(draft_off.run(ep, images[(ep, "large")], 1, slice_s))
         if draft_off is not None:
             draft_off.stop()
-        rss_after = rss_mb(service.proc.pid)
-        bento_rss = round(rss_mb(bento.proc.pid), 1) if bento else None
+        rss_after = service.rss_mb()
+        bento_rss = round(bento.rss_mb(), 1) if bento else None
     finally:
         if inproc:
             inproc.stop()
@@ -572,25 +456,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     rows: list[dict[str, Any]] = []
     for (ep, img, c), t in tallies.items():
-        res = {k: v.summary() for k, v in t.items()}
-        row: dict[str, Any] = {"endpoint": ep, "image": img, "concurrency": c, "results": res}
-        row["http_over_inproc"] = ratio(res["http"]["throughput_rps"], res["inproc"]["throughput_rps"])
-        row["http_over_inproc_rounds"] = round_ratios(res["http"], res["inproc"])
-        if "http_raw" in res:
-            row["http_raw_over_inproc"] = ratio(res["http_raw"]["throughput_rps"], res["inproc"]["throughput_rps"])
-        if "bento" in res:
-            row["http_over_bento"] = ratio(res["http"]["throughput_rps"], res["bento"]["throughput_rps"])
-            if "http_raw" in res:
-                row["http_raw_over_bento"] = ratio(res["http_raw"]["throughput_rps"], res["bento"]["throughput_rps"])
+        summ = {k: v.summary() for k, v in t.items()}
+        row: dict[str, Any] = {"endpoint": ep, "image": img, "concurrency": c, "results": summ}
+        row["http_over_inproc"] = ratio(summ["http"]["throughput_rps"], summ["inproc"]["throughput_rps"])
+        row["http_over_inproc_rounds"] = round_ratios(summ["http"], summ["inproc"])
+        if "http_raw" in summ:
+            row["http_raw_over_inproc"] = ratio(summ["http_raw"]["throughput_rps"], summ["inproc"]["throughput_rps"])
+        if "bento" in summ:
+            row["http_over_bento"] = ratio(summ["http"]["throughput_rps"], summ["bento"]["throughput_rps"])
+            if "http_raw" in summ:
+                row["http_raw_over_bento"] = ratio(summ["http_raw"]["throughput_rps"], summ["bento"]["throughput_rps"])
             # The most any server could reach over BentoML here: the in-process limit's throughput over BentoML's.
-            row["inproc_over_bento"] = ratio(res["inproc"]["throughput_rps"], res["bento"]["throughput_rps"])
+            row["inproc_over_bento"] = ratio(summ["inproc"]["throughput_rps"], summ["bento"]["throughput_rps"])
         rows.append(row)
     report: dict[str, Any] = {
         "command": "python -m bench.perf " + " ".join(args.argv),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine_before": notes_before,
         "machine_after": machine_notes(),
-        "env": env,
+        "env": {k: "(set)" if "KEY" in k.upper() else v for k, v in env.items()},  # no API key in the JSON
         "settings": {
             k: settings.model_dump()[k]
             for k in (
@@ -604,7 +488,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
         | {k: v for k, v in settings.model_dump().items() if k in ("blas_threads", "ort_arena")},
         "workers": args.workers,
-        "client": args.client,
         "raw_body": args.raw_body,
         "bento": {
             "workers": bento_budget(args, settings.max_concurrency)[0],
@@ -700,12 +583,6 @@ def main(argv: list[str] | None = None) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="extra environment for every server, e.g. LOCSVC_MAX_CONCURRENCY=2",
-    )
-    ap.add_argument(
-        "--client",
-        choices=["lean", "httpx"],
-        default="lean",
-        help="load client: lean (bench.perf_client) or httpx (bench.loadgen)",
     )
     ap.add_argument(
         "--bento-threads",

@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from app.config import Settings
-from app.registry import LoadedModel, Registry
+from app.registry import Registry
 from app.services.common import Deadline
 from app.sidecar import Task
+from app.tasks import CAM, LOCALIZE, POSE
 from bench.loadgen import LoadResult
 
 Job = Callable[[bytes, Settings], object]
@@ -33,21 +34,26 @@ Job = Callable[[bytes, Settings], object]
 def service_job(registry: Registry, endpoint: str) -> Job:
     """The service function behind ``endpoint`` (default parameters, default model), as ``(data, settings) -> outcome``."""
     task = Task(endpoint.strip("/"))
-    model: LoadedModel = registry.get(task, None)
     if task is Task.cam:
         from app.services.cam import CamParams, run_cam
 
-        cam_params = CamParams()
-        return lambda data, settings: run_cam(model, data, cam_params, settings, Deadline.start(settings.job_timeout_s))
+        cam_model, cam_params = registry.get(CAM, None), CamParams()
+        return lambda data, settings: run_cam(
+            cam_model, data, cam_params, settings, Deadline.start(settings.job_timeout_s)
+        )
     if task is Task.localize:
         from app.services.localize import LocalizeParams, run_localize
 
-        loc_params = LocalizeParams()
-        return lambda data, settings: run_localize(model, data, loc_params, settings, Deadline.start(settings.job_timeout_s))
+        loc_model, loc_params = registry.get(LOCALIZE, None), LocalizeParams()
+        return lambda data, settings: run_localize(
+            loc_model, data, loc_params, settings, Deadline.start(settings.job_timeout_s)
+        )
     from app.services.pose import PoseParams, run_pose
 
-    pose_params = PoseParams()
-    return lambda data, settings: run_pose(model, data, pose_params, settings, Deadline.start(settings.job_timeout_s))
+    pose_model, pose_params = registry.get(POSE, None), PoseParams()
+    return lambda data, settings: run_pose(
+        pose_model, data, pose_params, settings, Deadline.start(settings.job_timeout_s)
+    )
 
 
 class FifoGate:

@@ -153,10 +153,22 @@ def quantize(args: argparse.Namespace, fp32: LoadedModel, settings: Settings, ou
 def service_call(task: Task) -> tuple[str, list[str], Any]:
     """(name, outputs its ``session.run`` asks for, the whole service function on image bytes) of a task."""
     if task is Task.cam:
-        return "run_cam", ["features", "logits"], lambda m, data, s: run_cam(m, data, CamParams(), s, Deadline.start(s.job_timeout_s))
+        return (
+            "run_cam",
+            ["features", "logits"],
+            lambda m, data, s: run_cam(m, data, CamParams(), s, Deadline.start(s.job_timeout_s)),
+        )
     if task is Task.localize:
-        return "run_localize", ["logits", "box"], lambda m, data, s: run_localize(m, data, LocalizeParams(), s, Deadline.start(s.job_timeout_s))
-    return "run_pose", ["joints"], lambda m, data, s: run_pose(m, data, PoseParams(), s, Deadline.start(s.job_timeout_s))
+        return (
+            "run_localize",
+            ["logits", "box"],
+            lambda m, data, s: run_localize(m, data, LocalizeParams(), s, Deadline.start(s.job_timeout_s)),
+        )
+    return (
+        "run_pose",
+        ["joints"],
+        lambda m, data, s: run_pose(m, data, PoseParams(), s, Deadline.start(s.job_timeout_s)),
+    )
 
 
 def timing(
@@ -179,12 +191,17 @@ def timing(
                 call(m, image, settings)
                 whole[key].append((time.perf_counter() - t0) * 1000)
     return {
-        k: {"session_run_ms_p50": round(statistics.median(runs[k]), 2), f"{name}_ms_p50": round(statistics.median(whole[k]), 2)}
+        k: {
+            "session_run_ms_p50": round(statistics.median(runs[k]), 2),
+            f"{name}_ms_p50": round(statistics.median(whole[k]), 2),
+        }
         for k in models
     }
 
 
-def accuracy(args: argparse.Namespace, models: dict[str, LoadedModel], settings: Settings) -> tuple[str, str, tuple[str, ...], dict[str, Any]]:
+def accuracy(
+    args: argparse.Namespace, models: dict[str, LoadedModel], settings: Settings
+) -> tuple[str, str, tuple[str, ...], dict[str, Any]]:
     """(sidecar metric key, command that re-measures it, the keys compared, {fp32/int8: metrics})."""
     task = next(iter(models.values())).sidecar.task
     if task is Task.pose:
@@ -201,16 +218,25 @@ def accuracy(args: argparse.Namespace, models: dict[str, LoadedModel], settings:
             "top1_loc": eval_localize.paired(ok32 & (iou32 >= 0.5), ok8 & (iou8 >= 0.5)),
         }
         keys: tuple[str, ...] = ("top1", "mean_iou", "gt_known_loc", "top1_loc")
-        return f"tiny_imagenet_val{limit}_localize", f"python -m bench.eval_localize --model {{name}} --limit {limit}", keys, acc
+        return (
+            f"tiny_imagenet_val{limit}_localize",
+            f"python -m bench.eval_localize --model {{name}} --limit {limit}",
+            keys,
+            acc,
+        )
     limit = args.limit or 2000
     wnids = (args.data / "wnids.txt").read_text().split()
     acc = {k: evaluate(m, samples[:limit], settings, wnids) for k, m in models.items()}
     keys = ("top1_restricted_200", "gt_known_loc_default", "top1_1000", "top5_1000", "top1_loc_restricted_200")
-    return f"tiny_imagenet_val{limit}_cam", f"python -m bench.eval_cam --split val --model {{name}} --limit {limit}", keys, acc
+    return (
+        f"tiny_imagenet_val{limit}_cam",
+        f"python -m bench.eval_cam --split val --model {{name}} --limit {limit}",
+        keys,
+        acc,
+    )
 
 
 def main() -> None:
-    import io
     import sys
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -221,7 +247,9 @@ def main() -> None:
     ap.add_argument("--calib", choices=["minmax", "percentile"], default="minmax")
     ap.add_argument("--calib-per-class", type=int, default=2, help="Tiny ImageNet train images per class")
     ap.add_argument("--calib-stride", type=int, default=2, help="pose: every n-th LSP training image")
-    ap.add_argument("--limit", type=int, default=0, help="val images for the accuracy comparison (0: the task's default)")
+    ap.add_argument(
+        "--limit", type=int, default=0, help="val images for the accuracy comparison (0: the task's default)"
+    )
     ap.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads for evaluation and timing")
     ap.add_argument("--out-dir", type=Path, default=ROOT / "artifacts" / "quant")
     ap.add_argument("--ship", action="store_true", help="copy the model and its sidecar into models/")
@@ -238,14 +266,11 @@ def main() -> None:
         f"{onnx_path}: {onnx_path.stat().st_size / 1e6:.1f} MB (fp32 {fp32.path.stat().st_size / 1e6:.1f} MB); server load check passed"
     )
 
-    import skimage.data as skd
-    from PIL import Image
+    from bench.perf import photo_jpeg
 
-    photo = skd.astronaut() if fp32.sidecar.task is Task.pose else skd.chelsea()
-    buf = io.BytesIO()
-    Image.fromarray(photo).resize((640, 480), Image.Resampling.BICUBIC).save(buf, "JPEG", quality=90)
+    photo = photo_jpeg(640, 480, "astronaut" if fp32.sidecar.task is Task.pose else "chelsea")
     models = {"fp32": fp32, "int8": int8}
-    speed = timing(models, settings, buf.getvalue(), rounds=5, per_round=20)
+    speed = timing(models, settings, photo, rounds=5, per_round=20)
     print("speed:", json.dumps(speed))
 
     metric, command, keys, acc = accuracy(args, models, settings)

@@ -17,7 +17,8 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from bench.perf import ENDPOINT_PHOTO, IMAGES, ROOT, InprocWorker, Tally, machine_notes, parse_env, photo_jpeg, rss_mb
+from bench.perf import ENDPOINT_PHOTO, IMAGES, InprocWorker, Tally, machine_notes, parse_env, photo_jpeg
+from bench.server import ROOT, environ_settings, rss_mb
 
 
 def main() -> None:
@@ -39,7 +40,7 @@ def main() -> None:
             paths[name].write_bytes(photo_jpeg(*IMAGES[name], photo=photo))
     notes = machine_notes()
     workers = [
-        InprocWorker(parse_env(shlex.split(c)), args.out.parent / f"perf-tune-{i}.log")
+        InprocWorker(environ_settings() | parse_env(shlex.split(c)), args.out.parent / f"perf-tune-{i}.log")
         for i, c in enumerate(args.config)
     ]
     cases = [(img, c) for img in args.image for c in args.concurrency]

@@ -2,6 +2,8 @@
 
     python -m bench.soak --minutes 3 --concurrency 8      # starts its own server on a loopback port
 
+The server it starts gets the ``LOCSVC_*`` of the environment, ``LOCSVC_MAX_QUEUE`` from ``--max-queue``.
+
 Errors are every answer that is neither 200 nor a deliberate 503 (overload), plus transport errors.
 RSS of the server process is sampled every few seconds: it should stay flat.
 """
@@ -17,31 +19,15 @@ import time
 from typing import Any
 
 import httpx
-import numpy as np
-from PIL import Image
 
 from bench.loadgen import run_load
-from bench.perf import ROOT, rss_mb, start_service
-
-
-def photo(width: int, height: int) -> bytes:
-    import io
-
-    try:
-        import skimage.data as skd
-
-        img = Image.fromarray(skd.chelsea()).resize((width, height), Image.Resampling.BICUBIC)
-    except ImportError:
-        img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (height, width, 3), dtype=np.uint8))
-    buf = io.BytesIO()
-    img.save(buf, "JPEG", quality=90)
-    return buf.getvalue()
+from bench.perf import photo_jpeg
+from bench.server import ROOT, Server, environ_settings, rss_mb
 
 
 async def soak(url: str, pid: int | None, minutes: float, concurrency: int, window_s: float) -> dict[str, Any]:
-    images = {"small": photo(640, 480), "large": photo(4000, 3000)}
-    endpoints = [m for m in httpx.get(f"{url}/models").json() for _ in (0,)]
-    served = sorted({p for m in endpoints for p in m["serves"]})
+    images = {"small": photo_jpeg(640, 480), "large": photo_jpeg(4000, 3000)}
+    served = sorted({p for m in httpx.get(f"{url}/models").json() for p in m["serves"]})
     samples: list[dict[str, Any]] = []
     totals: dict[str, int] = {"requests": 0, "ok": 0, "overload_503": 0, "errors": 0}
     end = time.monotonic() + minutes * 60
@@ -93,12 +79,11 @@ def main() -> None:
     server = None
     url = args.url
     if url is None:
-        log = ROOT / "artifacts" / "soak-server.log"
-        log.parent.mkdir(exist_ok=True)
-        server = start_service({"LOCSVC_MAX_QUEUE": args.max_queue, "LOCSVC_LOG_LEVEL": "WARNING"}, 1, log)
+        env = environ_settings() | {"LOCSVC_MAX_QUEUE": args.max_queue, "LOCSVC_LOG_LEVEL": "WARNING"}
+        server = Server(ROOT / "artifacts" / "soak-server.log", env).wait_ready()
         url = server.url
     try:
-        out = asyncio.run(soak(url, server.proc.pid if server else None, args.minutes, args.concurrency, args.window))
+        out = asyncio.run(soak(url, server.pid if server else None, args.minutes, args.concurrency, args.window))
     finally:
         if server:
             server.stop()

@@ -1,66 +1,26 @@
-"""A real uvicorn server in a subprocess on a free loopback port, for tests that need one."""
+"""A real uvicorn server in a subprocess on a free loopback port, for tests that need one (``bench.server``)."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from app.config import REPO_MODELS
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+from bench import server
 
 
-class Server:
-    """``uvicorn app.main:app`` with ``LOCSVC_*`` from ``env`` only (the caller's are dropped); output to ``log``."""
+class Server(server.Server):
+    """``uvicorn app.main:app`` with ``LOCSVC_*`` from ``env`` only (the caller's are dropped; auth off, one
+    intra-op thread, ``models_dir`` unless ``env`` says otherwise); output to ``log``.  ``wait_ready`` fails
+    the test, with the end of the log, when the server exits or is not ready in time."""
 
     def __init__(self, log: Path, models_dir: Path = REPO_MODELS, **env: str) -> None:
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        self.log = log
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("LOCSVC_")}
-        full_env |= {"LOCSVC_MODELS_DIR": str(models_dir), "LOCSVC_INTRA_OP_THREADS": "1", "LOCSVC_AUTH": "off", **env}
-        self._out = log.open("wb")
-        cmd = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port),
-               "--log-level", "info", "--timeout-graceful-shutdown", "30"]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=self._out, stderr=subprocess.STDOUT)
+        super().__init__(log, {"LOCSVC_MODELS_DIR": str(models_dir), "LOCSVC_INTRA_OP_THREADS": "1", **env})
 
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"the server exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        pytest.fail(f"the server was not ready within {timeout} s:\n{self.log.read_text()[-3000:]}")
-
-    def stop(self) -> int:
-        """SIGTERM, wait for the graceful shutdown; returns the exit code."""
-        self.proc.terminate()
+    def wait_ready(self, timeout: float = 60.0, poll_s: float = 0.1, path: str = "/readyz") -> Server:
         try:
-            self.proc.wait(40)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self._out.close()
-        return self.proc.returncode
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
+            super().wait_ready(timeout, poll_s, path)
+        except server.ServerError as exc:
+            pytest.fail(str(exc))
+        return self

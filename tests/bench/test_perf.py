@@ -15,20 +15,18 @@ import pytest
 
 from app.config import Settings
 from app.runtime import limit_blas_threads
-from bench.loadgen import LoadResult
+from bench.loadgen import LoadResult, build_request, read_response, run_load
 from bench.perf import (
     InprocWorker,
     Tally,
     bento_budget,
     check_targets,
-    cpu_s,
     main,
     markdown_table,
     round_ratios,
-    rss_mb,
 )
-from bench.perf_client import build_request, read_response
 from bench.perf_inproc import FifoGate, InProcess, run_inprocess
+from bench.server import Server, ServerError, cpu_s, environ_settings, free_port, rss_mb, server_env
 from tests.conftest import encode, noise_image
 
 ENDPOINTS = ("/cam", "/localize", "/pose")
@@ -282,3 +280,47 @@ async def test_asgi_floor_app_serves_the_same_job(tiny_models_dir: Path, monkeyp
         body = r.json()
         assert body["image"]["width"] == 80 and "box" in body and body["label"]["name"]
         assert (await c.post("/nowhere", content=data)).status_code == 404
+
+
+def test_lean_client_request_headers() -> None:
+    req = build_request("127.0.0.1:1", "/cam", b"x", headers={"X-API-Key": "k"})
+    head = req.partition(b"\r\n\r\n")[0]
+    assert b"\r\nX-API-Key: k\r\n" in head
+
+
+def test_lean_client_counts_a_silent_server_as_a_transport_error() -> None:
+    """A connection that never answers costs ``timeout_s``, not the run."""
+
+    async def go() -> LoadResult:
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read()  # never answers; ends when the client closes
+            writer.close()
+
+        srv = await asyncio.start_server(silent, "127.0.0.1", 0)
+        port = srv.sockets[0].getsockname()[1]
+        async with srv:
+            return await run_load(f"http://127.0.0.1:{port}", "/cam", b"x", 1, 30, max_requests=2, timeout_s=0.2)
+
+    t0 = time.perf_counter()
+    res = asyncio.run(go())
+    assert res.transport_errors == 2 and not res.statuses
+    assert time.perf_counter() - t0 < 5
+
+
+def test_server_env_drops_the_callers_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOCSVC_MAX_QUEUE", "7")
+    monkeypatch.setenv("LOCSVC_AUTH", "on")
+    env = server_env({"LOCSVC_INTRA_OP_THREADS": "1"})
+    assert env["LOCSVC_AUTH"] == "off" and env["LOCSVC_INTRA_OP_THREADS"] == "1"
+    assert "LOCSVC_MAX_QUEUE" not in env
+    assert server_env({"LOCSVC_AUTH": "on"})["LOCSVC_AUTH"] == "on"
+    assert environ_settings()["LOCSVC_MAX_QUEUE"] == "7"  # for the harnesses that pass them on
+    assert all(k.startswith("LOCSVC_") for k in environ_settings())
+
+
+def test_server_that_exits_fails_with_its_log(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-c", "print('no models here', flush=True); raise SystemExit(3)"]
+    server = Server(tmp_path / "s.log", command=cmd, port=free_port(), name="broken")
+    with pytest.raises(ServerError, match=r"(?s)broken exited with 3.*no models here"):
+        server.wait_ready(timeout=30)
+    assert server.stop() == 3

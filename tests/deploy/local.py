@@ -14,18 +14,17 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from bench.server import LOOPBACK, Server, free_port  # noqa: F401 (free_port: imported from here by the tests)
+
 ROOT = Path(__file__).resolve().parents[2]
 NGINX_CONF = ROOT / "deploy" / "nginx" / "nginx.conf"
-LOOPBACK = "127.0.0.1"
 
 
 def nginx_binary() -> str | None:
@@ -38,12 +37,6 @@ def nginx_binary() -> str | None:
 def nginx_globals() -> str:
     """``-g`` directives: in the foreground; as root, workers stay root (``nobody`` cannot enter pytest's 0700 tmp)."""
     return "daemon off; user root;" if os.geteuid() == 0 else "daemon off;"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        return int(s.getsockname()[1])
 
 
 def _sub(pattern: str, repl: str, text: str, what: str) -> str:
@@ -91,34 +84,11 @@ def start_nginx(
 
 
 def start_backend(run_dir: Path, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """uvicorn on ``port``, output in ``run_dir/backend-PORT.log``; auth off (no API key in these tests) and
-    WARNING logs unless ``env`` says otherwise (``LOCSVC_LOG_LEVEL=INFO``: one JSON access line per request)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log = (run_dir / f"backend-{port}.log").open("wb")
-    try:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "app.main:app",
-                "--host",
-                LOOPBACK,
-                "--port",
-                str(port),
-                "--timeout-graceful-shutdown",
-                "30",
-                "--log-level",
-                "warning",
-            ],
-            cwd=ROOT,
-            env={**os.environ, "LOCSVC_AUTH": "off", "LOCSVC_LOG_LEVEL": "WARNING", **env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    finally:
-        log.close()
+    """uvicorn on ``port`` (``bench.server``: ``LOCSVC_*`` from ``env`` only), output in
+    ``run_dir/backend-PORT.log``; auth off (no API key in these tests) and WARNING logs unless ``env`` says
+    otherwise (``LOCSVC_LOG_LEVEL=INFO``: one JSON access line per request).  Not waited for: see wait_http_ok."""
+    log = run_dir / f"backend-{port}.log"
+    return Server(log, {"LOCSVC_LOG_LEVEL": "WARNING", **env}, port=port, log_level="warning").proc
 
 
 def wait_http_ok(url: str, procs: list[subprocess.Popen[bytes]], timeout_s: float, logs: list[Path]) -> None:
