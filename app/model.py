@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from app.core.cam_methods import CamMethod
 from app.core.fitting import InputSpec
 from app.errors import InvalidParameter, RequestTimeout
 from app.runtime import WATCHDOG
@@ -104,12 +105,67 @@ class LoadedModel:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(LoadedModel)}
 
 
+def run_watched(
+    session: ort.InferenceSession, names: Sequence[str], feed: dict[str, F32], timeout_s: float | None
+) -> list[F32]:
+    """``session.run``, terminated (503) when it runs longer than ``timeout_s``."""
+    if timeout_s is None:
+        return [np.asarray(v) for v in session.run(list(names), feed)]
+    options = ort.RunOptions()
+    ticket = WATCHDOG.watch(options, timeout_s)
+    try:
+        values = session.run(list(names), feed, options)
+    except Exception as exc:
+        if options.terminate:
+            raise RequestTimeout("the request ran out of time in inference and was stopped; retry later") from exc
+        raise
+    finally:
+        WATCHDOG.done(ticket)
+    return [np.asarray(v) for v in values]
+
+
+@dataclass
+class CamHead:
+    """A CAM model's head graph (``features -> logits``, and the gradient when it has one), checked at load."""
+
+    session: ort.InferenceSession
+    path: Path
+    input: str
+    output: str
+    gradient: str | None  # (N, classes, K): sum_rc d logits / d features
+    pooled: bool  # fed (N, K, 1, 1) pooled vectors, it gives the same as on the volume
+    batch: int | None  # its fixed batch size, None when dynamic
+
+    def run(self, features: F32, outputs: Sequence[str], timeout_s: float | None = None) -> list[F32]:
+        return run_watched(self.session, outputs, {self.input: np.ascontiguousarray(features, np.float32)}, timeout_s)
+
+
 @dataclass
 class CamModel(LoadedModel):
-    """A model that serves /cam: its dense layer ``W``, ``b``, for which ``mean(W.V) + b = logits`` held at load."""
+    """A model that serves /cam: its dense layer ``W``, ``b`` (``mean(W.V) + b = logits`` held at load), or its
+    head graph (``head(features) = logits`` held at load), or both; and the class-map methods it can serve."""
 
-    cam_weight: F32 = field(kw_only=True)
-    cam_bias: F32 = field(kw_only=True)
+    cam_weight: F32 | None = field(kw_only=True, default=None)
+    cam_bias: F32 | None = field(kw_only=True, default=None)
+    head: CamHead | None = field(kw_only=True, default=None)
+    methods: tuple[CamMethod, ...] = field(kw_only=True, default=(CamMethod.cam,))
+
+    @property
+    def default_method(self) -> CamMethod:
+        return self.methods[0]
+
+    def resolve_method(self, method: CamMethod | None) -> CamMethod:
+        """``method``, or the model's default; 422 naming the ones it serves when it cannot serve ``method``."""
+        if method is None:
+            return self.default_method
+        if method not in self.methods:
+            why = "its head is not one dense layer" if method is CamMethod.cam else "it has no head gradient"
+            raise InvalidParameter(
+                f"model {self.name} cannot serve method={method.value} ({why}); it serves: "
+                f"{', '.join(m.value for m in self.methods)}",
+                field="method",
+            )
+        return method
 
 
 @dataclass

@@ -67,7 +67,10 @@ class ClassPrediction(BaseModel):
 
 
 class CamClass(ClassPrediction):
-    cam_score: float = Field(description="S_y = mean over the grid of M_y, plus the dense bias: equals the logit.")
+    cam_score: float = Field(
+        description="S_y = mean over the grid of M_y, plus the dense bias for cam (and gradcam on a dense head): "
+        "then it equals the logit; for the other methods, the mean of M_y."
+    )
     box: Box = Field(description="Box enclosing the thresholded CAM region, in image pixels.")
     peak: tuple[float, float] = Field(description="(x, y) in image pixels of the CAM's maximum.")
     grid: list[list[float]] | None = Field(None, description="Raw M_y on the feature grid (rows of columns), if include_grid.")
@@ -86,6 +89,9 @@ _CAM_EXAMPLE: dict[str, Any] = {
     "normalization": "minmax",
     "region": "peak",
     "grid_size": [7, 7],
+    "method": "cam",
+    "masks": None,
+    "masks_total": None,
     "classes": [
         {
             "index": 285, "id": "n02124075", "name": "Egyptian cat", "probability": 0.8146, "logit": 10.6423, "cam_score": 10.6423,
@@ -112,6 +118,15 @@ class CamResponse(BaseModel):
     normalization: str = Field(description="How each map was brought to [0, 1] before thresholding.")
     region: str = Field(description="Which connected region of the thresholded map the box encloses.")
     grid_size: tuple[int, int] = Field(description="(rows, columns) of the CAM feature grid.")
+    method: str = Field(
+        "cam", description="How the class maps were computed (cam, gradcam, ablationcam, reciprocam, scorecam, eigencam)."
+    )
+    masks: int | None = Field(
+        None,
+        description="scorecam: how many masked images were run (the channels of highest mean activation first, "
+        "within max_masks and the time budget).",
+    )
+    masks_total: int | None = Field(None, description="scorecam: how many channels (possible masks) the volume has.")
     classes: list[CamClass]
     overlay_png: str | None = Field(None, description="Base64 PNG: heatmap of the first class and its box over the image.")
     timings: Timings
@@ -164,6 +179,9 @@ class ModelSummary(BaseModel):
     outputs: dict[str, str]
     num_labels: int
     serves: list[str] = Field(description="Endpoints this model can serve.")
+    cam_methods: list[str] = Field(
+        default_factory=list, description="The /cam methods it serves (the first is its default); empty if none."
+    )
     metrics: dict[str, object]
     provenance: dict[str, object]
 

@@ -54,6 +54,27 @@ class JointsSpec(BaseModel):
     coords: str = "xy_norm_box"
 
 
+class HeadSpec(BaseModel):
+    """A CAM model's head as its own graph, ``features -> logits`` (the main file then holds the backbone, image ->
+    ``features``, ``logits``): what the class-map methods other than CAM run, when the head is not one dense layer."""
+
+    model_config = ConfigDict(extra="allow")
+    file: str = Field(description="The head's .onnx, relative to the sidecar.")
+    sha256: str
+    input: str = Field("features", description="Its input: the volume (N, K, R, C) that enters the GAP.")
+    output: str = Field("logits", description="Its output: the logits (N, classes).")
+    gradient: str | None = Field(
+        None,
+        description="Optional output (N, classes, K): sum over r, c of d logits / d features[k, r, c] "
+        "(= d logits / d pooled for a pooled head), which Grad-CAM needs.",
+    )
+    pooled_head: bool = Field(
+        False,
+        description="The head starts with global average pooling: fed the pooled vector as (N, K, 1, 1), it "
+        "gives the same as on the whole volume.",
+    )
+
+
 class Sidecar(BaseModel):
     """Parsed sidecar.  Unknown fields are kept (and shown by ``GET /models``)."""
 
@@ -69,6 +90,7 @@ class Sidecar(BaseModel):
     labels: list[Label] = Field(default_factory=list)
     box_format: BoxFormat | None = Field(None, description="Layout of a localize model's box output (default rchw_norm).")
     joints: JointsSpec | None = None
+    head: HeadSpec | None = Field(None, description="A CAM model's head graph, when its head is not one dense layer.")
     provenance: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
 

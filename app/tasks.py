@@ -16,7 +16,7 @@ from app.services.cam import CamParams, bind_cam, run_cam
 from app.services.common import Deadline, Outcome
 from app.services.localize import LocalizeParams, bind_localize, run_localize
 from app.services.pose import PoseParams, bind_pose, run_pose
-from app.sidecar import CAM_OUTPUTS, Sidecar, Task
+from app.sidecar import Sidecar, Task
 
 M = TypeVar("M", bound=LoadedModel)
 P = TypeVar("P")
@@ -73,9 +73,9 @@ CAM: TaskSpec[CamModel, CamParams, CamResponse] = TaskSpec(
     router="app.routers.cam",
     default_setting="default_cam_model",
     model_type=CamModel,
-    needs=CAM_OUTPUTS,
+    needs=frozenset({"features", "logits"}),  # and cam_weight + cam_bias, or a head file (bind_cam)
     serves=lambda s: s.task is Task.cam or s.has_cam,  # any CAM-capable model serves /cam
-    bind=bind_cam,  # mean(W.V) + b = logits, one label per class; keeps W, b
+    bind=bind_cam,  # mean(W.V) + b = logits and/or head(features) = logits, one label per class; its methods
     run=run_cam,
 )
 LOCALIZE: TaskSpec[LoadedModel, LocalizeParams, LocalizeResponse] = TaskSpec(

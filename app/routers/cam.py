@@ -8,12 +8,13 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from app.core.cam import CamNorm, CamRegion
+from app.core.cam_methods import CamMethod
 from app.deps import ImageUpload, InferenceDep
 from app.errors import InvalidParameter
 from app.model import CamModel
 from app.routers.common import IMAGE_BODY_OPENAPI, PNG_RESPONSE, Format, ModelName, Overlay, draws, serve
 from app.schemas import CamResponse, OutputFormat
-from app.services.cam import CamParams
+from app.services.cam import SCORE_CAM_MASKS, CamParams
 from app.tasks import CAM
 
 router = APIRouter(tags=[CAM.name])
@@ -50,11 +51,24 @@ async def cam(
         CamRegion, Query(description="`peak`: region holding the maximum; `largest`: biggest region; `all`.")
     ] = CamRegion.peak,
     include_grid: Annotated[bool, Query(description="Return each raw CAM M_y on its feature grid.")] = False,
+    method: Annotated[
+        CamMethod | None,
+        Query(
+            description="How the maps are computed: `cam` (a head that is one dense layer), `gradcam` (d logit / d "
+            "pooled as channel weights), `ablationcam` and `reciprocam` (forward passes of the head on ablated or "
+            "masked features), `scorecam` (masked images through the whole network, up to `max_masks`), `eigencam` "
+            "(first principal component of the features, class-agnostic).  Default: the model's first in GET "
+            "/models `cam_methods`; one it cannot serve: 422 naming those it can."
+        ),
+    ] = None,
+    max_masks: Annotated[
+        int, Query(ge=1, le=1024, description="scorecam: at most this many masked images (also bounded in time).")
+    ] = SCORE_CAM_MASKS,
     overlay: Overlay = False,
     format: Format = OutputFormat.json,
 ) -> CamResponse | Response:
     """Upload an image in the multipart field `image` (or send it as the raw body, `Content-Type: image/*`).  For each of the `top_k` classes (or the one
-    given by `class_id` / `label`), the CAM ``M_y = sum_k W[y,k] V[k]`` is resampled bilinearly onto the
+    given by `class_id` / `label`), the map (by default the CAM ``M_y = sum_k W[y,k] V[k]``; see `method`) is resampled bilinearly onto the
     image, normalized to [0, 1] and thresholded; the box encloses the chosen connected region.
     Boxes are in pixels of the full, EXIF-oriented image."""
     if class_id is not None and label is not None:
@@ -71,6 +85,8 @@ async def cam(
             include_grid=include_grid,
             overlay=draw,
             embed=embed,
+            method=served.resolve_method(method),
+            max_masks=max_masks,
         )
 
     return await serve(ctx, CAM, model, image, params, format)

@@ -15,6 +15,7 @@ from app.problems import PROBLEM_RESPONSES
 from app.registry import Registry
 from app.schemas import Health, ModelSummary, Ready
 from app.sidecar import Sidecar
+from app.tasks import CAM
 
 router = APIRouter(tags=["service"])
 
@@ -46,6 +47,7 @@ async def readyz(request: Request) -> Ready:
 def _summary(m: LoadedModel, registry: Registry) -> ModelSummary:
     s = m.sidecar
     serves = registry.serves(m)
+    cam = CAM.view(m)
     return ModelSummary(
         name=s.name,
         task=s.task.value,
@@ -56,6 +58,7 @@ def _summary(m: LoadedModel, registry: Registry) -> ModelSummary:
         outputs=s.outputs,
         num_labels=len(s.labels),
         serves=serves,
+        cam_methods=[method.value for method in cam.methods] if cam is not None else [],
         metrics=s.metrics,
         provenance=s.provenance,
     )

@@ -7,7 +7,7 @@ const els = {
   form: $("form"), file: $("file"), fileName: $("file-name"), drop: $("drop"), task: $("task"),
   topK: $("top-k"), threshold: $("threshold"), poseBox: $("pose-box"), apiKey: $("api-key"), run: $("run"),
   status: $("status"), result: $("result"), label: $("result-label"), picker: $("class-picker"),
-  pickerLabel: $("class-picker-label"), canvas: $("canvas"), json: $("json"), models: $("models"), model: $("model"),
+  pickerLabel: $("class-picker-label"), canvas: $("canvas"), json: $("json"), models: $("models"), model: $("model"), method: $("method"),
 };
 const ctx = els.canvas.getContext("2d");
 const KEY_STORAGE = "locsvc.apiKey";
@@ -18,7 +18,7 @@ const TASK_NAMES = { cam: "CAM", localize: "Localize", pose: "Pose" };
 let picture = null; // {file, bitmap}: the chosen image, EXIF-oriented
 let current = null; // {task, body}: the last answer
 let requestSeq = 0;
-let modelList = []; // GET /models: [{name, serves, default, ...}]
+let modelList = []; // GET /models: [{name, serves, cam_methods, ...}]
 
 function setState(state, message, isError = false) {
   document.body.dataset.state = state;
@@ -90,6 +90,7 @@ function endpoint(task) {
   if (els.model.value) params.set("model", els.model.value);
   if (task === "cam" || task === "localize") params.set("top_k", els.topK.value || "5");
   if (task === "cam") {
+    if (els.method.value) params.set("method", els.method.value);
     params.set("threshold", els.threshold.value || "0.2");
     params.set("include_grid", "true");
   }
@@ -177,6 +178,20 @@ function fillModels() {
   const names = modelList.filter((m) => m.serves.includes(`/${task}`)).map((m) => m.name);
   els.model.replaceChildren(new Option("default", ""), ...names.map((n) => new Option(n, n)));
   els.model.value = names.includes(keep) ? keep : "";
+  fillMethods();
+}
+
+/** The CAM method picker: "default" (the model's own first method), then the methods the chosen model serves;
+ * with the default model, those every /cam model serves. */
+function fillMethods() {
+  const keep = els.method.value;
+  const chosen = els.model.value
+    ? modelList.filter((m) => m.name === els.model.value)
+    : modelList.filter((m) => m.serves.includes("/cam"));
+  const lists = chosen.map((m) => m.cam_methods ?? []);
+  const methods = lists.length ? lists.reduce((a, b) => a.filter((x) => b.includes(x))) : [];
+  els.method.replaceChildren(new Option("default", ""), ...methods.map((n) => new Option(n, n)));
+  els.method.value = methods.includes(keep) ? keep : "";
 }
 
 // ---- drawing ---------------------------------------------------------------------------------------------
@@ -218,7 +233,8 @@ function draw() {
     drawBox(c.box, s, `${c.name} ${pct(c.probability)}`);
     const [px, py] = c.peak;
     dot(px * s, py * s, lineWidth() * 1.5, "#fff");
-    els.label.textContent = `${c.name} - ${pct(c.probability)}`;
+    const masks = body.masks != null ? `, ${body.masks} of ${body.masks_total} masks` : "";
+    els.label.textContent = `${c.name} - ${pct(c.probability)} (${body.method ?? "cam"}${masks})`;
   } else {
     drawPose(body, s);
     els.label.textContent = `${body.joints.length} joints`;
@@ -371,6 +387,7 @@ els.apiKey.addEventListener("change", listModels);
 els.file.addEventListener("change", () => choose(els.file.files[0]));
 els.task.addEventListener("change", showOptions);
 els.task.addEventListener("change", fillModels);
+els.model.addEventListener("change", fillMethods);
 els.picker.addEventListener("change", () => current && draw());
 els.form.addEventListener("submit", run);
 for (const type of ["dragenter", "dragover"]) {

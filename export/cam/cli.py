@@ -70,6 +70,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--model", default=None, help="your own model: package.module:factory (returns nn.Module)")
     p.add_argument("--feature-layer", default="features", help="submodule whose output is the last conv volume")
     p.add_argument("--dense-layer", default="fc", help="the nn.Linear applied to GAP(features)")
+    p.add_argument(
+        "--head-layer",
+        default=None,
+        help="instead of --dense-layer: the submodule mapping GAP(features) to the logits when it is not one "
+        "nn.Linear (e.g. MobileNetV3's classifier); the export is then split into NAME.onnx and NAME.head.onnx",
+    )
     p.add_argument("--labels", type=Path, default=None, help="JSON list of {index,id,name} (default: ImageNet-1k)")
     p.add_argument("--mean", type=float, nargs=3, default=[0.5, 0.5, 0.5])
     p.add_argument("--std", type=float, nargs=3, default=[0.5, 0.5, 0.5])
@@ -89,6 +95,25 @@ def run(args: argparse.Namespace) -> None:
     labels = json.loads(args.labels.read_text()) if args.labels else imagenet_labels()
     norm = {"scale": 1.0 / 255.0, "mean": list(args.mean), "std": list(args.std)}
     log.info(f"exporting {weights} at {args.size}x{args.size} -> {args.out}")
+    prov = provenance(weights, "ImageNet-1k (pretrained, no training here)")
+    if args.head_layer:
+        from export.cam.torch_split import export_split_model
+
+        split = export_split_model(
+            model,
+            args.feature_layer,
+            args.head_layer,
+            args.out,
+            args.size,
+            labels,
+            norm,
+            args.name or args.out.stem,
+            prov,
+            sample_images(args.size),
+        )
+        print(json.dumps(json.loads(split.read_text())["verification"], indent=2))
+        print(f"wrote {args.out}, its head file and {split}")
+        return
     side = export_cam_model(
         model,
         args.feature_layer,
@@ -98,7 +123,7 @@ def run(args: argparse.Namespace) -> None:
         labels,
         norm,
         args.name or args.out.stem,
-        provenance(weights, "ImageNet-1k (pretrained, no training here)"),
+        prov,
     )
     print(json.dumps(json.loads(side.read_text())["verification"], indent=2))
     print(f"wrote {args.out} and {side}")

@@ -4,8 +4,11 @@
 The last global average pooling the output depends on and the linear layer after it are found in the graph
 (:mod:`export.cam.onnx_tail`), the graph is given the service's outputs (:mod:`export.cam.onnx_rewrite`),
 checked against the original on random images and a real photo (:mod:`export.cam.onnx_verify`), then written
-with its sidecar.  A head that is not one linear layer (an MLP, MobileNetV3's conv -> hardswish -> linear) or a
-graph without GAP is refused, with the nodes named.
+with its sidecar.  A head that is not one linear layer (an MLP, MobileNetV3's conv -> hardswish -> linear) is split
+at the GAP input (:mod:`export.cam.onnx_split`): the graph with ``features``, ``pooled``, ``logits`` as outputs, and
+``NAME.head.onnx`` (features -> logits, and its exact gradient when it has one), named in the sidecar's ``head``;
+``--no-split`` refuses such a head instead, naming its nodes.  A graph without GAP, or whose head branches, is
+refused, with the nodes named.
 """
 
 from __future__ import annotations
@@ -45,6 +48,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--mean", type=float, nargs=3, default=[0.0, 0.0, 0.0], help="per channel, after pixel/255")
     p.add_argument("--std", type=float, nargs=3, default=[1.0, 1.0, 1.0], help="per channel, after pixel/255")
     p.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"), help="input size when not static")
+    p.add_argument(
+        "--no-split",
+        action="store_true",
+        help="refuse a head that is not one linear layer (default: split it into NAME.head.onnx, served by gradcam, "
+        "ablationcam, reciprocam, scorecam, eigencam)",
+    )
     p.set_defaults(func=run)
 
 
@@ -84,9 +93,14 @@ def convert(
     std: list[float] | None = None,
     size: list[int] | None = None,
     command: str = "",
+    no_split: bool = False,
+    label_list: list[dict[str, Any]] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> tuple[Path, dict[str, Any]]:
-    """Make ``src`` CAM-ready at ``out`` (+ sidecar); returns the sidecar path and the verification report.
-    ``command`` is recorded in the provenance."""
+    """Make ``src`` CAM-ready at ``out`` (+ sidecar, + ``NAME.head.onnx`` for a split head); returns the sidecar
+    path and the verification report.  ``command`` is recorded in the provenance, ``extra`` added to it;
+    ``label_list`` (already read) stands for ``labels``."""
+    import numpy as np
     import onnx
     import onnxruntime as ort
 
@@ -118,27 +132,65 @@ def convert(
         shapes = shapes_of([n.input[0] for n in gap_candidates(graph)])
         gap = find_gap(graph, shapes)
         head, stop = walk_head(graph, gap)
-        shapes.update(shapes_of([n.output[0] for n in head if n.output[0] not in shapes]))
+        shapes.update(shapes_of([t for t in (gap.pooled, *(n.output[0] for n in head)) if t not in shapes]))
         tail = classify_head(graph, gap, head, shapes, stop)
     except TailError as exc:
         raise OnnxCamError(f"{src}: {exc}") from exc
     if tail.reason is not None or tail.linear is None:
-        raise OnnxCamError(f"{src}: refused: {tail.reason}")
-    classes = int(tail.linear.weight.shape[0])
+        if no_split or stop is not None:
+            raise OnnxCamError(f"{src}: refused: {tail.reason}")
+        from export.cam.onnx_split import SplitError, build_head_graph, verify_split
+
+        try:
+            split = build_head_graph(model, gap, head, shapes)
+        except SplitError as exc:
+            raise OnnxCamError(f"{src}: refused: cannot split the head ({tail.describe()}): {exc}") from exc
+        tail.logits, tail.softmax, tail.reason = split.logits, split.softmax, None
+    else:
+        split = None
+    assert tail.logits is not None
+    if split is not None:
+        classes = int(np.prod([int(d) for d in shapes[tail.logits][1:]]))
+    else:
+        assert tail.linear is not None
+        classes = int(tail.linear.weight.shape[0])
     log.info(
         f"{src}: {layout} input {h}x{w}; GAP {node_label(gap.node)} over '{gap.features}' ({gap.layout}, "
         f"{gap.channels} channels {tuple(shapes[gap.features])}); tail {tail.describe()}; logits '{tail.logits}' "
         f"({classes} classes)"
     )
-    label_list = read_labels(labels, classes)
-    cam = build_cam_graph(model, tail, layout, shapes)
+    if label_list is None:
+        label_list = read_labels(labels, classes)
+    elif len(label_list) != classes:
+        raise OnnxCamError(f"{len(label_list)} labels for the model's {classes} classes")
+    cam = build_cam_graph(model, tail, layout, shapes, classes=classes)
     try:
-        report = verify_cam_graph(model, layout, tail, cam, samples)
-    except VerificationError as exc:
+        if split is None:
+            report = verify_cam_graph(model, layout, tail, cam, samples)
+        else:
+            feeds = list(samples.values())
+            orig = [x.transpose(0, 2, 3, 1).copy() if layout == NHWC else x for x in feeds]
+            report = verify_split(model, orig, cam, split, feeds, list(samples))
+    except (VerificationError, ValueError) as exc:
         raise OnnxCamError(f"{src}: verification failed, nothing written: {exc}") from exc
 
     out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(cam.model, str(out))
+    head_block: dict[str, Any] | None = None
+    if split is not None:
+        head_path = out.with_name(f"{out.stem}.head.onnx")
+        onnx.save(split.model, str(head_path))
+        head_block = {
+            "file": head_path.name,
+            "sha256": sha256_file(head_path),
+            "input": "features",
+            "output": split.output,
+            "gradient": split.gradient,
+            "pooled_head": True,
+            "nodes": split.nodes,
+            "note": split.note or "gradient: d logits / d pooled, written by the chain rule (export.cam.onnx_jacobian)",
+        }
+        log.info(f"head split: {head_path.name} ({len(split.nodes)} nodes); {head_block['note']}")
     prov: dict[str, Any] = {
         "weights": f"{src.name} (sha256 {sha256_file(src)})",
         "data": "as trained by the model's author (not known to this exporter)",
@@ -159,6 +211,7 @@ def convert(
         "changes": cam.changes,
         "verified_on": samples_name,
         "max_abs_diff_logits": report["max_abs_diff_logits"],
+        **(extra or {}),
     }
     input_block = {**stretch_input(h), "name": cam.input_name, "width": w}
     meta: dict[str, Any] = {
@@ -172,6 +225,8 @@ def convert(
         "metrics": {},
         "verification": report,
     }
+    if head_block is not None:
+        meta["head"] = head_block
     return write_sidecar(out, meta), report
 
 
@@ -184,6 +239,8 @@ def command_line(args: argparse.Namespace) -> str:
     for flag in ("mean", "std", "size"):
         if getattr(args, flag) is not None:
             argv += [f"--{flag}", *(str(v) for v in getattr(args, flag))]
+    if getattr(args, "no_split", False):
+        argv.append("--no-split")
     return "python -m export " + shlex.join(argv)
 
 
@@ -199,6 +256,7 @@ def run(args: argparse.Namespace) -> None:
             std=args.std,
             size=args.size,
             command=command_line(args),
+            no_split=args.no_split,
         )
     except OnnxCamError as exc:
         raise SystemExit(f"onnx-cam: {exc}") from exc

@@ -75,11 +75,17 @@ def _nchw_input(model: onnx.ModelProto, graph: Graph, names: _Names) -> tuple[st
 
 
 def build_cam_graph(
-    model: onnx.ModelProto, tail: Tail, input_layout: str, measured: Mapping[str, Sequence[int]] | None = None
+    model: onnx.ModelProto,
+    tail: Tail,
+    input_layout: str,
+    measured: Mapping[str, Sequence[int]] | None = None,
+    classes: int | None = None,
 ) -> CamGraph:
     """A copy of ``model`` with the contract outputs (only them) and, for an NHWC input, an NCHW one.  ``measured``
-    (tensor shapes): a tensor already named ``pooled`` / ``logits`` and 2-D is output as it is."""
-    if tail.linear is None or tail.logits is None:
+    (tensor shapes): a tensor already named ``pooled`` / ``logits`` and 2-D is output as it is.  With no linear layer
+    in ``tail`` (a split head, :mod:`export.cam.onnx_split`): ``features``, ``pooled`` and ``logits`` only, and
+    ``classes`` gives the logits' width."""
+    if tail.logits is None or (tail.linear is None and classes is None):
         raise ValueError(f"not a GAP -> linear tail: {tail.reason}")
     graph = Graph(model)
     names = _Names(graph.names())
@@ -116,7 +122,8 @@ def build_cam_graph(
         else:
             nodes.append(helper.make_node(op, [src_name], [target], name=f"cam_{contract}"))
         mapping[contract] = target
-    for contract, value in (("cam_weight", tail.linear.weight), ("cam_bias", tail.linear.bias)):
+    dense = () if tail.linear is None else (("cam_weight", tail.linear.weight), ("cam_bias", tail.linear.bias))
+    for contract, value in dense:
         target = names.fresh(contract)
         tensor = numpy_helper.from_array(np.ascontiguousarray(value, dtype=np.float32), name=f"{target}_value")
         nodes.append(helper.make_node("Constant", [], [target], name=f"cam_{contract}", value=tensor))
@@ -124,7 +131,9 @@ def build_cam_graph(
     out.graph.node.extend(nodes)
 
     del out.graph.output[:]
-    classes, channels = (int(n) for n in tail.linear.weight.shape)
+    if tail.linear is not None:
+        classes = int(tail.linear.weight.shape[0])
+    channels = tail.gap.channels
     shapes: dict[str, list[int | None]] = {
         "features": [None, channels, None, None],
         "pooled": [None, channels],
@@ -132,7 +141,7 @@ def build_cam_graph(
         "cam_weight": [classes, channels],
         "cam_bias": [classes],
     }
-    for contract in CONTRACT:
+    for contract in CONTRACT[: 5 if tail.linear is not None else 3]:
         shape = shapes[contract]
         out.graph.output.append(helper.make_tensor_value_info(mapping[contract], TensorProto.FLOAT, shape))
 

@@ -247,7 +247,7 @@ def classify_head(graph: Graph, gap: Gap, head: list[onnx.NodeProto], shapes: Sh
             where = f"after the linear layer {node_label(linear.nodes[0])}" if linear else "before any linear layer"
             tail.reason = (
                 f"the head after GAP is not one linear layer: {label} {where} ({chain}); CAM on the GAP input "
-                "needs GAP -> linear (Grad-CAM for deeper heads is not supported yet)"
+                "needs GAP -> linear (without --no-split, such a head is split for the other methods)"
             )
             return tail
         tensor = node.output[0]

@@ -115,9 +115,10 @@ async def test_accepted_model_is_served(case: str, tmp_path: Path, capsys: pytes
 
 
 def test_mobilenetv3_head_is_refused_with_its_nodes(tmp_path: Path) -> None:
+    """With ``--no-split`` (by default such a head is split: tests/export/cam/test_cam_methods_torchcam.py)."""
     pytest.importorskip("torch")
     with pytest.raises(SystemExit) as exc:
-        _convert(tmp_path, builders.mobilenetv3_style)
+        _convert(tmp_path, builders.mobilenetv3_style, "--no-split")
     msg = str(exc.value)
     assert "not one linear layer" in msg and "HardSwish '/1/1.3/HardSwish'" in msg
     assert "GlobalAveragePool '/1/1.1/GlobalAveragePool' -> Conv '/1/1.2/Conv' -> HardSwish" in msg
