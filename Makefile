@@ -50,8 +50,10 @@ typecheck: $(VENV)/.dev
 unit: $(VENV)/.dev
 	$(BIN)/pytest
 
+# Lint as a user runs it (ruff check, ruff format --check), mypy strict over app/, export/ and bench/, then pytest.
 test: $(VENV)/.dev install-browser install-nginx
 	$(BIN)/ruff check app export tests bench
+	$(BIN)/ruff format --check app export tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest
 

@@ -21,24 +21,33 @@ class Settings(BaseSettings):
     models: list[str] = Field(
         default_factory=list, description="Model names to load (default: every sidecar in models_dir)."
     )
-    verify_sha256: bool = Field(True, description="Refuse to load a model whose file does not match its sidecar sha256.")
-    default_cam_model: str | None = Field(None, description="Model used by /cam when none is named (default: first cam model).")
+    verify_sha256: bool = Field(
+        True, description="Refuse to load a model whose file does not match its sidecar sha256."
+    )
+    default_cam_model: str | None = Field(
+        None, description="Model used by /cam when none is named (default: first cam model)."
+    )
     default_localize_model: str | None = Field(None, description="Model used by /localize when none is named.")
     default_pose_model: str | None = Field(None, description="Model used by /pose when none is named.")
 
     max_upload_bytes: int = Field(
-        8 * 1024 * 1024, gt=0, description="Largest accepted request body, in bytes (413 beyond, refused while streaming)."
+        8 * 1024 * 1024,
+        gt=0,
+        description="Largest accepted request body, in bytes (413 beyond, refused while streaming).",
     )
     max_image_pixels: int = Field(
         50_000_000, gt=0, description="Largest accepted image, width x height, read from its header (413 beyond)."
     )
     max_decode_bytes: int = Field(
-        200 * 1024 * 1024, gt=0, description="Largest memory the decoding of one image may take, every conversion "
-        "included, computed from its header before decoding (413 beyond)."
+        200 * 1024 * 1024,
+        gt=0,
+        description="Largest memory the decoding of one image may take, every conversion "
+        "included, computed from its header before decoding (413 beyond).",
     )
     jpeg_draft: bool = Field(
-        True, description="Decode at a reduced scale when the model needs fewer pixels: JPEGs at a reduced DCT scale, "
-        "other images that need converting to RGB reduced by an integer factor before the conversion."
+        True,
+        description="Decode at a reduced scale when the model needs fewer pixels: JPEGs at a reduced DCT scale, "
+        "other images that need converting to RGB reduced by an integer factor before the conversion.",
     )
 
     intra_op_threads: int = Field(
@@ -47,42 +56,57 @@ class Settings(BaseSettings):
     inter_op_threads: int = Field(1, ge=1, description="onnxruntime inter-op threads (parallel graph branches).")
     ort_spinning: bool = Field(False, description="Let onnxruntime worker threads spin while idle (faster, burns CPU).")
     blas_threads: int = Field(
-        1, ge=0, description="Threads of numpy's OpenBLAS in the server (0: leave its default, one per core). Its calls "
-        "here are tiny (CAM maps); more threads only spin and take the cores from onnxruntime."
+        1,
+        ge=0,
+        description="Threads of numpy's OpenBLAS in the server (0: leave its default, one per core). Its calls "
+        "here are tiny (CAM maps); more threads only spin and take the cores from onnxruntime.",
     )
     ort_arena: Literal["shared", "session", "off"] = Field(
-        "shared", description="onnxruntime's CPU memory arena: one shared by all models (holds the peak of the runs "
-        "in flight), one per session (onnxruntime's default: each model keeps its own peak), or none (malloc per run)."
+        "shared",
+        description="onnxruntime's CPU memory arena: one shared by all models (holds the peak of the runs "
+        "in flight), one per session (onnxruntime's default: each model keeps its own peak), or none (malloc per run).",
     )
     max_concurrency: int = Field(2, ge=1, description="Requests in inference at once; others wait in the queue.")
     max_queue: int = Field(
-        8, ge=0, description="Requests admitted beyond those in inference (reading their body or waiting for a slot); "
-        "beyond, a request is refused with 503 before its body is read."
+        8,
+        ge=0,
+        description="Requests admitted beyond those in inference (reading their body or waiting for a slot); "
+        "beyond, a request is refused with 503 before its body is read.",
     )
     queue_timeout_s: float = Field(
-        10.0, gt=0, description="Longest time from a request's admission to its inference slot, its body's upload "
-        "included (a body not in by then: 408; no slot by then: 503)."
+        10.0,
+        gt=0,
+        description="Longest time from a request's admission to its inference slot, its body's upload "
+        "included (a body not in by then: 408; no slot by then: 503).",
     )
     job_timeout_s: float = Field(
-        10.0, gt=0, description="Longest time a request holds its inference slot: decode, fit, inference and "
-        "post-processing under one deadline (503 beyond; onnxruntime is terminated, other stages stop at the next one)."
+        10.0,
+        gt=0,
+        description="Longest time a request holds its inference slot: decode, fit, inference and "
+        "post-processing under one deadline (503 beyond; onnxruntime is terminated, other stages stop at the next one).",
     )
     retry_after_s: int = Field(1, ge=0, description="Retry-After header value on 503 responses, in seconds.")
 
     cam_max_side: int = Field(
-        512, ge=8, description="CAMs are resampled onto at most this many pixels along the image's long side "
-        "for thresholding; boxes are then scaled to full-image pixels."
+        512,
+        ge=8,
+        description="CAMs are resampled onto at most this many pixels along the image's long side "
+        "for thresholding; boxes are then scaled to full-image pixels.",
     )
     overlay_max_side: int = Field(1024, ge=16, description="Long side of PNG overlays, in pixels.")
 
     auth: bool = Field(
-        True, description="Require header X-API-Key (= api_key) on every endpoint but health checks, docs and /. The "
-        "service refuses to start with auth on and no api_key; LOCSVC_AUTH=off serves without authentication."
+        True,
+        description="Require header X-API-Key (= api_key) on every endpoint but health checks, docs and /. The "
+        "service refuses to start with auth on and no api_key; LOCSVC_AUTH=off serves without authentication.",
     )
     api_key: str | None = Field(None, description="The API key clients send in X-API-Key (needed while auth is on).")
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS (empty: CORS off).")
-    log_level: str = Field("INFO", description="Log level of the app's loggers (app.*; uvicorn's follow its --log-level).")
+    log_level: str = Field(
+        "INFO", description="Log level of the app's loggers (app.*; uvicorn's follow its --log-level)."
+    )
     log_json: bool = Field(
-        True, description="Emit one JSON object per log line, uvicorn's start-up and shutdown lines included. "
-        "Either way the access log is the app's line (request id, route, status, duration); uvicorn's is muted."
+        True,
+        description="Emit one JSON object per log line, uvicorn's start-up and shutdown lines included. "
+        "Either way the access log is the app's line (request id, route, status, duration); uvicorn's is muted.",
     )

@@ -27,7 +27,9 @@ from app.services.common import Deadline, Outcome
 
 R = TypeVar("R")
 
-_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="Needed when the service runs with LOCSVC_API_KEY set.")
+_api_key_header = APIKeyHeader(
+    name="X-API-Key", auto_error=False, description="Needed when the service runs with LOCSVC_API_KEY set."
+)
 
 
 def get_settings(request: Request) -> Settings:
@@ -110,7 +112,9 @@ RegistryDep = Annotated[Registry, Depends(get_registry)]
 InferenceDep = Annotated[InferenceContext, Depends(inference_context)]
 
 
-IMAGE_DESCRIPTION = "The picture: JPEG, PNG, GIF, WebP, BMP or TIFF (sniffed from its bytes, whatever its declared type)."
+IMAGE_DESCRIPTION = (
+    "The picture: JPEG, PNG, GIF, WebP, BMP or TIFF (sniffed from its bytes, whatever its declared type)."
+)
 RAW_MEDIA_TYPES = ("application/octet-stream", "image/")
 _FORMS = ("multipart/form-data", "application/x-www-form-urlencoded")
 _HOW = (

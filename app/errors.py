@@ -15,9 +15,7 @@ class ServiceError(Exception):
     title: str = "Internal Server Error"
     slug: str = "internal"
 
-    def __init__(
-        self, detail: str, *, field: str | None = None, headers: Mapping[str, str] | None = None
-    ) -> None:
+    def __init__(self, detail: str, *, field: str | None = None, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
         self.field = field

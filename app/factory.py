@@ -44,7 +44,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     configure_pillow(settings.max_image_pixels)
     app.state.limiter = InferenceLimiter(
-        settings.max_concurrency, settings.max_queue, settings.queue_timeout_s, settings.retry_after_s, app.state.metrics
+        settings.max_concurrency,
+        settings.max_queue,
+        settings.queue_timeout_s,
+        settings.retry_after_s,
+        app.state.metrics,
     )
     registry = await anyio.to_thread.run_sync(Registry.load, settings, app.state.tasks)
     app.state.registry = registry
@@ -95,7 +99,11 @@ def create_app(settings: Settings | None = None, tasks: Tasks = TASKS) -> FastAP
 
     if settings.cors_origins:
         app.add_middleware(
-            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"], allow_headers=["*"], expose_headers=["X-Request-ID"]
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["*"],
+            expose_headers=["X-Request-ID"],
         )
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.add_middleware(ObservabilityMiddleware, metrics=app.state.metrics)

@@ -52,7 +52,9 @@ class InferenceLimiter:
     body is read - so at most ``(max_concurrency + max_queue) x max_upload_bytes`` of bodies are in flight.  An
     admitted request has ``timeout_s`` to send its body and get a slot (503 beyond)."""
 
-    def __init__(self, max_concurrency: int, max_queue: int, timeout_s: float, retry_after_s: int, metrics: Metrics) -> None:
+    def __init__(
+        self, max_concurrency: int, max_queue: int, timeout_s: float, retry_after_s: int, metrics: Metrics
+    ) -> None:
         self._sem = asyncio.Semaphore(max_concurrency)
         self.places = max_concurrency + max_queue
         self.timeout_s = timeout_s
@@ -68,7 +70,9 @@ class InferenceLimiter:
     def admit(self) -> Ticket:
         """A place for one more request, or 503 when all are taken."""
         if self.admitted >= self.places:
-            raise Overloaded(f"{self.active} requests in inference and {self.waiting} queued; retry later", headers=self.retry)
+            raise Overloaded(
+                f"{self.active} requests in inference and {self.waiting} queued; retry later", headers=self.retry
+            )
         self.admitted += 1
         self.publish()
         return Ticket(self, time.monotonic() + self.timeout_s)
@@ -86,7 +90,9 @@ class InferenceLimiter:
                 async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
                     await self._sem.acquire()
             except TimeoutError as exc:
-                raise RequestTimeout(f"no inference slot within {self.timeout_s:g} s; retry later", headers=self.retry) from exc
+                raise RequestTimeout(
+                    f"no inference slot within {self.timeout_s:g} s; retry later", headers=self.retry
+                ) from exc
         else:  # a free slot and nobody queued: taken without suspending
             await self._sem.acquire()
         self.metrics.queue_time.observe(time.perf_counter() - start)
@@ -170,5 +176,7 @@ class BodySizeLimitMiddleware:
     async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
         from app.problems import problem_response
 
-        response = problem_response(scope.get("path", ""), 413, "Payload too large", "payload-too-large", self._error().detail, "image")
+        response = problem_response(
+            scope.get("path", ""), 413, "Payload too large", "payload-too-large", self._error().detail, "image"
+        )
         await response(scope, receive, send)

@@ -25,15 +25,58 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter("locsvc_http_requests", "HTTP requests by route, method and status.", ["route", "method", "status"], registry=r)
-        self.latency = Histogram("locsvc_http_request_duration_seconds", "End-to-end HTTP latency.", ["route"], buckets=_LATENCY_BUCKETS, registry=r)
-        self.inference_success = Counter("locsvc_inference_request_success", "Inferences that returned a result.", ["model"], registry=r)
-        self.inference_failure = Counter("locsvc_inference_request_failure", "Inference requests refused or failed, by reason.", ["model", "reason"], registry=r)
-        self.compute = Histogram("locsvc_inference_compute_duration_seconds", "onnxruntime time per request.", ["model"], buckets=_LATENCY_BUCKETS, registry=r)
-        self.preprocess = Histogram("locsvc_inference_preprocess_duration_seconds", "Decode + fit time per request.", ["model"], buckets=_LATENCY_BUCKETS, registry=r)
-        self.postprocess = Histogram("locsvc_inference_postprocess_duration_seconds", "CAM, boxes, joints, overlay time per request.", ["model"], buckets=_LATENCY_BUCKETS, registry=r)
-        self.queue_time = Histogram("locsvc_inference_queue_duration_seconds", "Time waiting for an inference slot.", buckets=_LATENCY_BUCKETS, registry=r)
-        self.pending = Gauge("locsvc_inference_pending_requests", "Requests waiting for an inference slot (queue depth).", registry=r)
+        self.requests = Counter(
+            "locsvc_http_requests",
+            "HTTP requests by route, method and status.",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "locsvc_http_request_duration_seconds",
+            "End-to-end HTTP latency.",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.inference_success = Counter(
+            "locsvc_inference_request_success", "Inferences that returned a result.", ["model"], registry=r
+        )
+        self.inference_failure = Counter(
+            "locsvc_inference_request_failure",
+            "Inference requests refused or failed, by reason.",
+            ["model", "reason"],
+            registry=r,
+        )
+        self.compute = Histogram(
+            "locsvc_inference_compute_duration_seconds",
+            "onnxruntime time per request.",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.preprocess = Histogram(
+            "locsvc_inference_preprocess_duration_seconds",
+            "Decode + fit time per request.",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.postprocess = Histogram(
+            "locsvc_inference_postprocess_duration_seconds",
+            "CAM, boxes, joints, overlay time per request.",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_time = Histogram(
+            "locsvc_inference_queue_duration_seconds",
+            "Time waiting for an inference slot.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.pending = Gauge(
+            "locsvc_inference_pending_requests", "Requests waiting for an inference slot (queue depth).", registry=r
+        )
         self.inflight = Gauge("locsvc_inference_inflight_requests", "Requests holding an inference slot.", registry=r)
         self.models_loaded = Gauge("locsvc_models_loaded", "Models loaded and warmed up.", registry=r)
         self.decodes = Counter("locsvc_image_decodes", "Images decoded, by format.", ["format"], registry=r)
@@ -72,7 +115,9 @@ def configure_logging(level: str, as_json: bool) -> None:
     line is muted in both modes: ``app.access`` writes one per request, with the request id, the matched
     route and the duration (see :class:`ObservabilityMiddleware`)."""
     handler = _Handler()
-    handler.setFormatter(JsonFormatter() if as_json else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    handler.setFormatter(
+        JsonFormatter() if as_json else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+    )
     app_logger = logging.getLogger("app")
     app_logger.handlers[:] = [handler]
     app_logger.setLevel(level.upper())
@@ -132,6 +177,12 @@ class ObservabilityMiddleware:
             self.metrics.latency.labels(route).observe(elapsed)
             self.log.info(
                 "request",
-                extra={"method": scope["method"], "path": scope["path"], "route": route, "status": status, "duration_ms": round(elapsed * 1000, 2)},
+                extra={
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "route": route,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 2),
+                },
             )
             request_id_var.reset(token)

@@ -16,7 +16,14 @@ from app.observability import request_id_var
 PROBLEM_BASE = "https://localization-service.dev/problems/"
 MEDIA_TYPE = "application/problem+json"
 log = logging.getLogger("app.errors")
-_HTTP_TITLES = {400: "Bad request", 401: "Unauthorized", 404: "Not found", 405: "Method not allowed", 413: "Payload too large", 415: "Unsupported media type"}
+_HTTP_TITLES = {
+    400: "Bad request",
+    401: "Unauthorized",
+    404: "Not found",
+    405: "Method not allowed",
+    413: "Payload too large",
+    415: "Unsupported media type",
+}
 
 
 def problem_response(
@@ -29,7 +36,13 @@ def problem_response(
     errors: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    body: dict[str, Any] = {"type": PROBLEM_BASE + slug, "title": title, "status": status, "detail": detail, "instance": instance}
+    body: dict[str, Any] = {
+        "type": PROBLEM_BASE + slug,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": instance,
+    }
     if field is not None:
         body["field"] = field
     if errors is not None:
@@ -41,14 +54,18 @@ def problem_response(
 async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
     log.info("refused", extra={"status": exc.status, "reason": exc.slug, "detail": exc.detail})
-    return problem_response(request.url.path, exc.status, exc.title, exc.slug, exc.detail, exc.field, headers=exc.headers)
+    return problem_response(
+        request.url.path, exc.status, exc.title, exc.slug, exc.detail, exc.field, headers=exc.headers
+    )
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     title = _HTTP_TITLES.get(exc.status_code, "Error")
     slug = title.lower().replace(" ", "-")
-    return problem_response(request.url.path, exc.status_code, title, slug, str(exc.detail), headers=dict(exc.headers or {}))
+    return problem_response(
+        request.url.path, exc.status_code, title, slug, str(exc.detail), headers=dict(exc.headers or {})
+    )
 
 
 def _loc_field(loc: tuple[Any, ...] | list[Any]) -> str:
@@ -61,12 +78,20 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     errors = [{"field": _loc_field(e["loc"]), "message": e["msg"], "type": e["type"]} for e in exc.errors()]
     first = errors[0] if errors else {"field": "request", "message": "invalid request"}
     detail = f"{first['field']}: {first['message']}"
-    return problem_response(request.url.path, 422, "Invalid request", "invalid-request", detail, str(first["field"]), errors)
+    return problem_response(
+        request.url.path, 422, "Invalid request", "invalid-request", detail, str(first["field"]), errors
+    )
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unexpected error")
-    return problem_response(request.url.path, 500, "Internal Server Error", "internal", "unexpected error; the request id identifies it in the logs")
+    return problem_response(
+        request.url.path,
+        500,
+        "Internal Server Error",
+        "internal",
+        "unexpected error; the request id identifies it in the logs",
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -33,8 +33,24 @@ class Box(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
             "example": {
-                "r": 40.0, "c": 96.0, "h": 300.0, "w": 250.0, "x1": 96.0, "y1": 40.0, "x2": 346.0, "y2": 340.0,
-                "normalized": {"x1": 0.214, "y1": 0.133, "x2": 0.769, "y2": 1.0, "r": 0.133, "c": 0.214, "h": 1.0, "w": 0.556},
+                "r": 40.0,
+                "c": 96.0,
+                "h": 300.0,
+                "w": 250.0,
+                "x1": 96.0,
+                "y1": 40.0,
+                "x2": 346.0,
+                "y2": 340.0,
+                "normalized": {
+                    "x1": 0.214,
+                    "y1": 0.133,
+                    "x2": 0.769,
+                    "y2": 1.0,
+                    "r": 0.133,
+                    "c": 0.214,
+                    "h": 1.0,
+                    "w": 0.556,
+                },
             }
         }
     )
@@ -73,7 +89,9 @@ class CamClass(ClassPrediction):
     )
     box: Box = Field(description="Box enclosing the thresholded CAM region, in image pixels.")
     peak: tuple[float, float] = Field(description="(x, y) in image pixels of the CAM's maximum.")
-    grid: list[list[float]] | None = Field(None, description="Raw M_y on the feature grid (rows of columns), if include_grid.")
+    grid: list[list[float]] | None = Field(
+        None, description="Raw M_y on the feature grid (rows of columns), if include_grid."
+    )
 
 
 class Timings(BaseModel):
@@ -94,10 +112,31 @@ _CAM_EXAMPLE: dict[str, Any] = {
     "masks_total": None,
     "classes": [
         {
-            "index": 285, "id": "n02124075", "name": "Egyptian cat", "probability": 0.8146, "logit": 10.6423, "cam_score": 10.6423,
+            "index": 285,
+            "id": "n02124075",
+            "name": "Egyptian cat",
+            "probability": 0.8146,
+            "logit": 10.6423,
+            "cam_score": 10.6423,
             "box": {
-                "r": 0.0, "c": 36.0, "h": 300.0, "w": 373.0, "x1": 36.0, "y1": 0.0, "x2": 409.0, "y2": 300.0,
-                "normalized": {"x1": 0.0798, "y1": 0.0, "x2": 0.9069, "y2": 1.0, "r": 0.0, "c": 0.0798, "h": 1.0, "w": 0.8271},
+                "r": 0.0,
+                "c": 36.0,
+                "h": 300.0,
+                "w": 373.0,
+                "x1": 36.0,
+                "y1": 0.0,
+                "x2": 409.0,
+                "y2": 300.0,
+                "normalized": {
+                    "x1": 0.0798,
+                    "y1": 0.0,
+                    "x2": 0.9069,
+                    "y2": 1.0,
+                    "r": 0.0,
+                    "c": 0.0798,
+                    "h": 1.0,
+                    "w": 0.8271,
+                },
             },
             "peak": [289.5, 107.5],
             "grid": None,
@@ -119,7 +158,8 @@ class CamResponse(BaseModel):
     region: str = Field(description="Which connected region of the thresholded map the box encloses.")
     grid_size: tuple[int, int] = Field(description="(rows, columns) of the CAM feature grid.")
     method: str = Field(
-        "cam", description="How the class maps were computed (cam, gradcam, ablationcam, reciprocam, scorecam, eigencam)."
+        "cam",
+        description="How the class maps were computed (cam, gradcam, ablationcam, reciprocam, scorecam, eigencam).",
     )
     masks: int | None = Field(
         None,
@@ -128,7 +168,9 @@ class CamResponse(BaseModel):
     )
     masks_total: int | None = Field(None, description="scorecam: how many channels (possible masks) the volume has.")
     classes: list[CamClass]
-    overlay_png: str | None = Field(None, description="Base64 PNG: heatmap of the first class and its box over the image.")
+    overlay_png: str | None = Field(
+        None, description="Base64 PNG: heatmap of the first class and its box over the image."
+    )
     timings: Timings
 
 

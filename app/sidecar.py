@@ -88,7 +88,9 @@ class Sidecar(BaseModel):
     normalization: Normalization
     outputs: dict[str, str]
     labels: list[Label] = Field(default_factory=list)
-    box_format: BoxFormat | None = Field(None, description="Layout of a localize model's box output (default rchw_norm).")
+    box_format: BoxFormat | None = Field(
+        None, description="Layout of a localize model's box output (default rchw_norm)."
+    )
     joints: JointsSpec | None = None
     head: HeadSpec | None = Field(None, description="A CAM model's head graph, when its head is not one dense layer.")
     provenance: dict[str, Any] = Field(default_factory=dict)

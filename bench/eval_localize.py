@@ -33,7 +33,9 @@ def per_image(model: LoadedModel, samples: list[Sample], settings: Settings) -> 
     """(right class?, IoU of the predicted box with the ground truth) for every sample, in order."""
     correct, ious = [], []
     for s in samples:
-        res = run_localize(model, s.path.read_bytes(), LocalizeParams(top_k=1), settings, Deadline.start(settings.job_timeout_s)).response
+        res = run_localize(
+            model, s.path.read_bytes(), LocalizeParams(top_k=1), settings, Deadline.start(settings.job_timeout_s)
+        ).response
         b = res.box
         correct.append(res.label.id == s.wnid)
         ious.append(float(iou(np.array([b.x1, b.y1, b.x2, b.y2]), np.array(s.box))))

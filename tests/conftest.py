@@ -43,7 +43,9 @@ async def make_client(tiny_models_dir: Path) -> AsyncIterator[Callable[..., Any]
 
     @asynccontextmanager
     async def factory(**overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
-        settings = Settings(**{"models_dir": tiny_models_dir, "log_json": True, "auth": "api_key" in overrides, **overrides})
+        settings = Settings(
+            **{"models_dir": tiny_models_dir, "log_json": True, "auth": "api_key" in overrides, **overrides}
+        )
         app = create_app(settings)
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)

@@ -130,8 +130,6 @@ def region_mask(norm: npt.ArrayLike, threshold: float, region: CamRegion = CamRe
     return out
 
 
-def threshold_box(
-    norm: npt.ArrayLike, threshold: float = 0.2, region: CamRegion = CamRegion.peak
-) -> FloatArray:
+def threshold_box(norm: npt.ArrayLike, threshold: float = 0.2, region: CamRegion = CamRegion.peak) -> FloatArray:
     """xyxy box (in cells of ``norm``) enclosing the chosen region at or above ``threshold``."""
     return mask_to_xyxy(region_mask(norm, threshold, region))

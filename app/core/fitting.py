@@ -79,7 +79,9 @@ class Fit:
         out: FloatArray = np.asarray(points, dtype=np.float64) * np.array([rx2 - rx1, ry2 - ry1]) + np.array([rx1, ry1])
         return out
 
-    def content_sample_positions(self, out_h: int, out_w: int, grid_h: int, grid_w: int) -> tuple[FloatArray, FloatArray]:
+    def content_sample_positions(
+        self, out_h: int, out_w: int, grid_h: int, grid_w: int
+    ) -> tuple[FloatArray, FloatArray]:
         """Positions, in cells of a ``grid_h x grid_w`` map covering the whole input, of the centres of
         an ``out_h x out_w`` raster laid over the region (used to resample CAMs onto the image)."""
         cx1, cy1, cx2, cy2 = self.content

@@ -43,7 +43,9 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
-def draw_box(image: Image.Image, xyxy: Sequence[float], label: str | None = None, color: tuple[int, int, int] = BOX_COLOR) -> None:
+def draw_box(
+    image: Image.Image, xyxy: Sequence[float], label: str | None = None, color: tuple[int, int, int] = BOX_COLOR
+) -> None:
     """Draw an xyxy box (in the image's pixels) and an optional caption, in place."""
     draw = ImageDraw.Draw(image)
     width = max(2, round(max(image.size) / 200))

@@ -130,7 +130,9 @@ REQUEST_CASES: list[tuple[str, dict[str, Any], str]] = [
 
 
 @pytest.mark.parametrize(("path", "params", "field"), REQUEST_CASES)
-async def test_bad_parameter_names_the_field(client: httpx.AsyncClient, path: str, params: dict[str, Any], field: str) -> None:
+async def test_bad_parameter_names_the_field(
+    client: httpx.AsyncClient, path: str, params: dict[str, Any], field: str
+) -> None:
     r = await client.post(path, params=params, files={"image": ("a.jpg", encode(noise_image(40, 30)), "image/jpeg")})
     _problem(r, 422, field)
     await _still_works(client, path)

@@ -40,7 +40,9 @@ def test_head_files_are_checked_at_load(methods_dir: Path) -> None:
     registry = Registry.load(Settings(models_dir=methods_dir))
     assert sorted(registry.models) == ["dense", "split"]
     refused = {f: (r.field, r.reason) for f, r in registry.refused.items()}
-    assert refused["bad_sha.json"][0] == "head.sha256" and "bad_sha.head.onnx does not match" in refused["bad_sha.json"][1]
+    assert (
+        refused["bad_sha.json"][0] == "head.sha256" and "bad_sha.head.onnx does not match" in refused["bad_sha.json"][1]
+    )
     assert refused["no_head_file.json"][0] == "head.file" and "missing" in refused["no_head_file.json"][1]
     assert refused["other_head.json"][0] == "head.file" and "misses the logits" in refused["other_head.json"][1]
     assert refused["no_output.json"][0] == "head.gradient"

@@ -48,7 +48,16 @@ async def test_limiter_times_out_waiting() -> None:
 
 @pytest.fixture
 async def busy_app(tiny_models_dir: Path) -> AsyncIterator[tuple[httpx.AsyncClient, InferenceLimiter]]:
-    app = create_app(Settings(models_dir=tiny_models_dir, max_concurrency=1, max_queue=0, retry_after_s=3, max_upload_bytes=50_000, auth=False))
+    app = create_app(
+        Settings(
+            models_dir=tiny_models_dir,
+            max_concurrency=1,
+            max_queue=0,
+            retry_after_s=3,
+            max_upload_bytes=50_000,
+            auth=False,
+        )
+    )
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c,
@@ -56,7 +65,9 @@ async def busy_app(tiny_models_dir: Path) -> AsyncIterator[tuple[httpx.AsyncClie
         yield c, app.state.limiter
 
 
-async def test_overload_is_503_with_retry_after_then_recovers(busy_app: tuple[httpx.AsyncClient, InferenceLimiter], jpeg: bytes) -> None:
+async def test_overload_is_503_with_retry_after_then_recovers(
+    busy_app: tuple[httpx.AsyncClient, InferenceLimiter], jpeg: bytes
+) -> None:
     client, limiter = busy_app
     async with limiter.slot():  # someone else is in inference, and the queue holds nobody
         r = await client.post("/cam", files=files(jpeg))
@@ -76,7 +87,9 @@ async def test_upload_over_limit_is_413(busy_app: tuple[httpx.AsyncClient, Infer
     assert (await client.post("/cam", files=files(encode(noise_image(32, 32))))).status_code == 200
 
 
-async def test_streamed_upload_over_limit_is_413_without_content_length(busy_app: tuple[httpx.AsyncClient, InferenceLimiter]) -> None:
+async def test_streamed_upload_over_limit_is_413_without_content_length(
+    busy_app: tuple[httpx.AsyncClient, InferenceLimiter],
+) -> None:
     client, _ = busy_app
     boundary = "b0undary"
     head = f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="x.png"\r\nContent-Type: image/png\r\n\r\n'.encode()
@@ -125,7 +138,9 @@ async def test_an_answer_before_the_body_drains_it_within_bounds() -> None:
 
 async def test_inference_timeout_is_503(real_models_dir: Path, cat_jpeg: bytes) -> None:
     """An onnxruntime run over the per-request limit is terminated: 503, and the server goes on."""
-    app = create_app(Settings(models_dir=real_models_dir, models=["efficientnet_lite0_imagenet"], job_timeout_s=0.001, auth=False))
+    app = create_app(
+        Settings(models_dir=real_models_dir, models=["efficientnet_lite0_imagenet"], job_timeout_s=0.001, auth=False)
+    )
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client,

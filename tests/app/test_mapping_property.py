@@ -27,7 +27,13 @@ unit = st.floats(0.0, 1.0)
     region=st.tuples(unit, unit, unit, unit),
 )
 def test_outputs_map_inside_the_oriented_image(
-    w: int, h: int, orientation: int, mode: FitMode, box: tuple[float, ...], joints: list[tuple[float, float]], region: tuple[float, ...]
+    w: int,
+    h: int,
+    orientation: int,
+    mode: FitMode,
+    box: tuple[float, ...],
+    joints: list[tuple[float, float]],
+    region: tuple[float, ...],
 ) -> None:
     exif = Image.Exif()
     exif[0x0112] = orientation
@@ -41,7 +47,9 @@ def test_outputs_map_inside_the_oriented_image(
     # a localize box: (r, c, h, w) fractions of the model input, any values in [0, 1]
     r, c, bh, bw = box
     _, fit = fit_image(d, spec)
-    xyxy = fit.input_boxes_to_image(model_box_to_input_xyxy(np.array([r, c, bh * (1 - r), bw * (1 - c)]), "rchw_norm", 96, 64))
+    xyxy = fit.input_boxes_to_image(
+        model_box_to_input_xyxy(np.array([r, c, bh * (1 - r), bw * (1 - c)]), "rchw_norm", 96, 64)
+    )
     eps = 1e-9 * max(iw, ih) + 1e-9
     if mode is FitMode.stretch:
         assert -eps <= xyxy[0] <= xyxy[2] <= iw + eps and -eps <= xyxy[1] <= xyxy[3] <= ih + eps

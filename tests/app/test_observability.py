@@ -32,7 +32,10 @@ def test_every_line_is_json_and_one_access_line_per_request(tiny_models_dir: Pat
         assert ok.status_code == 200 and missing.status_code == 404
         # a malformed upload: python-multipart logs a warning of its own, which must come out as JSON too
         bad = httpx.post(
-            f"{server.url}/localize", content=b"garbage", headers={"Content-Type": "multipart/form-data; boundary=xyz"}, timeout=30
+            f"{server.url}/localize",
+            content=b"garbage",
+            headers={"Content-Type": "multipart/form-data; boundary=xyz"},
+            timeout=30,
         )
         assert bad.status_code == 400
     finally:
@@ -46,7 +49,9 @@ def test_every_line_is_json_and_one_access_line_per_request(tiny_models_dir: Pat
     assert all("color_message" not in d for d in docs)
     access = [d for d in docs if d["logger"] == "app.access"]
     assert [(d["path"], d["status"]) for d in access if d["path"] != "/readyz"] == [
-        ("/localize", 200), ("/no-such-page", 404), ("/localize", 400)
+        ("/localize", 200),
+        ("/no-such-page", 404),
+        ("/localize", 400),
     ]
     assert any(d["logger"].startswith("python_multipart") for d in docs), "the library's warning was not logged"
     by_path = {d["path"]: d for d in access if d["status"] != 400}

@@ -57,7 +57,10 @@ def served(server: Server) -> set[str]:
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Server]]:
     """Two services on the bundled models, started together: an open one and one that needs an API key."""
     logs = tmp_path_factory.mktemp("server-logs")
-    started = {"open": Server(logs / "open.log"), "keyed": Server(logs / "keyed.log", LOCSVC_AUTH="on", LOCSVC_API_KEY=API_KEY)}
+    started = {
+        "open": Server(logs / "open.log"),
+        "keyed": Server(logs / "keyed.log", LOCSVC_AUTH="on", LOCSVC_API_KEY=API_KEY),
+    }
     try:
         for s in started.values():
             s.wait_ready()

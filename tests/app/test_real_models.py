@@ -19,7 +19,13 @@ pytestmark = pytest.mark.anyio
 
 # Hand-drawn box around the cat in skimage.data.chelsea() (451 x 300): head and body, xyxy.
 CHELSEA_CAT = (30.0, 0.0, 420.0, 300.0)
-CAT_WNIDS = {"n02123045", "n02123159", "n02123394", "n02123597", "n02124075"}  # tabby, tiger, Persian, Siamese, Egyptian
+CAT_WNIDS = {
+    "n02123045",
+    "n02123159",
+    "n02123394",
+    "n02123597",
+    "n02124075",
+}  # tabby, tiger, Persian, Siamese, Egyptian
 
 
 @pytest.fixture
@@ -60,7 +66,9 @@ async def test_rotated_upload_gives_rotated_box(real_client: httpx.AsyncClient, 
     stored = upright.transpose(Image.Transpose.ROTATE_90)  # what a camera writes, to be rotated back by 270
     exif = Image.Exif()
     exif[0x0112] = 6
-    r = await real_client.post("/cam", files=files(encode(stored, "JPEG", exif=exif, quality=95)), params={"label": "Egyptian cat"})
+    r = await real_client.post(
+        "/cam", files=files(encode(stored, "JPEG", exif=exif, quality=95)), params={"label": "Egyptian cat"}
+    )
     body = r.json()
     assert (body["image"]["width"], body["image"]["height"]) == upright.size
     b = body["classes"][0]["box"]
@@ -76,4 +84,6 @@ async def test_large_photo_same_answer(real_client: httpx.AsyncClient) -> None:
     big = (await real_client.post("/cam", files=files(encode(big_img, quality=95)), params={"top_k": 1})).json()
     assert big["classes"][0]["id"] == small["classes"][0]["id"]
     sb, bb = small["classes"][0]["box"]["normalized"], big["classes"][0]["box"]["normalized"]
-    np.testing.assert_allclose([bb["x1"], bb["y1"], bb["x2"], bb["y2"]], [sb["x1"], sb["y1"], sb["x2"], sb["y2"]], atol=0.05)
+    np.testing.assert_allclose(
+        [bb["x1"], bb["y1"], bb["x2"], bb["y2"]], [sb["x1"], sb["y1"], sb["x2"], sb["y2"]], atol=0.05
+    )

@@ -45,7 +45,10 @@ async def test_cam_top_k(client: httpx.AsyncClient, jpeg: bytes) -> None:
         assert np.asarray(c["grid"]).shape == (4, 4)
 
 
-@pytest.mark.parametrize(("params", "index"), [({"class_id": 2}, 2), ({"label": "n00000003"}, 3), ({"label": "Class 1"}, 1), ({"label": "thing0"}, 0)])
+@pytest.mark.parametrize(
+    ("params", "index"),
+    [({"class_id": 2}, 2), ({"label": "n00000003"}, 3), ({"label": "Class 1"}, 1), ({"label": "thing0"}, 0)],
+)
 async def test_cam_for_one_class(client: httpx.AsyncClient, jpeg: bytes, params: dict[str, Any], index: int) -> None:
     r = await client.post("/cam", files=files(jpeg), params=params)
     assert r.status_code == 200, r.text

@@ -15,7 +15,9 @@ from tests.live import Server
 
 
 def test_sigterm_finishes_in_flight_requests(tiny_models_dir: Path, tmp_path: Path) -> None:
-    server = Server(tmp_path / "server.log", tiny_models_dir, LOCSVC_MAX_CONCURRENCY="1", LOCSVC_MAX_UPLOAD_BYTES="100000000")
+    server = Server(
+        tmp_path / "server.log", tiny_models_dir, LOCSVC_MAX_CONCURRENCY="1", LOCSVC_MAX_UPLOAD_BYTES="100000000"
+    )
     try:
         server.wait_ready()
         buf = io.BytesIO()

@@ -64,7 +64,9 @@ def test_float_nodes_are_the_head(tmp_path: Path) -> None:
         by_name = {n.name: n for n in graph.node}
         assert not any(by_name[k].op_type == "Conv" for k in kept)
         last_conv = max(i for i, n in enumerate(graph.node) if n.op_type == "Conv")
-        assert kept == {n.name for i, n in enumerate(graph.node) if i > last_conv or n.op_type in perf_quantize.TAIL_OPS}
+        assert kept == {
+            n.name for i, n in enumerate(graph.node) if i > last_conv or n.op_type in perf_quantize.TAIL_OPS
+        }
         tail_only = set(perf_quantize.float_nodes(graph, after_last_conv=False))
         assert tail_only == {n.name for n in graph.node if n.op_type in perf_quantize.TAIL_OPS} and tail_only <= kept
 
@@ -79,8 +81,14 @@ def test_quantized_model_passes_the_servers_load_checks(tmp_path: Path, task: st
     (tmp_path / "m.json").write_text(json.dumps(side))
     fp32 = load_model(tmp_path / "m.json", SETTINGS)
     args = argparse.Namespace(
-        model="m", format="qdq", calib="minmax", calib_per_class=1, calib_stride=200, argv=["--model", "m"],
-        data=fake_tiny_imagenet(tmp_path / "tiny", ["n01", "n02"]), lsp=fake_lsp(tmp_path / "lsp"),
+        model="m",
+        format="qdq",
+        calib="minmax",
+        calib_per_class=1,
+        calib_stride=200,
+        argv=["--model", "m"],
+        data=fake_tiny_imagenet(tmp_path / "tiny", ["n01", "n02"]),
+        lsp=fake_lsp(tmp_path / "lsp"),
     )
     (tmp_path / "out").mkdir()
     onnx_path, side_path = perf_quantize.quantize(args, fp32, SETTINGS, tmp_path / "out")
@@ -119,13 +127,19 @@ def test_bundled_pose_models_reproduce_their_sidecar_pcp(name: str) -> None:
     if not side.exists():
         pytest.skip(f"{name} is not bundled")
     meta = json.loads(side.read_text())
-    expected = meta["metrics"]["lsp_801_1000"]["pcp_mean"] if "lsp_801_1000" in meta["metrics"] else meta["metrics"]["pcp"]["mean"]
+    expected = (
+        meta["metrics"]["lsp_801_1000"]["pcp_mean"]
+        if "lsp_801_1000" in meta["metrics"]
+        else meta["metrics"]["pcp"]["mean"]
+    )
     res = eval_pose.evaluate(load_model(side, Settings(intra_op_threads=2)), SHARED_DATA / "lsp_train", SETTINGS)
     assert res["pcp_mean"] == pytest.approx(expected, abs=1e-4)
 
 
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="needs ../shared/data (calibration images)")
-@pytest.mark.parametrize("name", ["efficientnet_lite0_imagenet", "efficientnet_lite0_tiny_localize", "efficientnet_lite0_lsp_pose"])
+@pytest.mark.parametrize(
+    "name", ["efficientnet_lite0_imagenet", "efficientnet_lite0_tiny_localize", "efficientnet_lite0_lsp_pose"]
+)
 def test_bundled_int8_models_are_what_the_command_makes(name: str, tmp_path: Path) -> None:
     """Quantization is deterministic: the recipe reproduces each shipped int8 model (here, bit for bit)."""
     shipped = REPO_MODELS / f"{name}_int8.onnx"
@@ -133,8 +147,14 @@ def test_bundled_int8_models_are_what_the_command_makes(name: str, tmp_path: Pat
         pytest.skip(f"{name}_int8 is not bundled")
     fp32 = load_model(REPO_MODELS / f"{name}.json", SETTINGS)
     args = argparse.Namespace(
-        model=name, format="qdq", calib="minmax", calib_per_class=2, calib_stride=2, argv=[],
-        data=perf_quantize.DATA, lsp=perf_quantize.LSP,
+        model=name,
+        format="qdq",
+        calib="minmax",
+        calib_per_class=2,
+        calib_stride=2,
+        argv=[],
+        data=perf_quantize.DATA,
+        lsp=perf_quantize.LSP,
     )
     onnx_path, _ = perf_quantize.quantize(args, fp32, SETTINGS, tmp_path)
     made, ref = onnx.load(str(onnx_path)).graph, onnx.load(str(shipped)).graph

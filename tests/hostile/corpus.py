@@ -76,7 +76,9 @@ class Case:
 CASES: list[Case] = []
 
 
-def case(expect: frozenset[int], why: str, *, heavy: bool = False) -> Callable[[Callable[[], bytes]], Callable[[], bytes]]:
+def case(
+    expect: frozenset[int], why: str, *, heavy: bool = False
+) -> Callable[[Callable[[], bytes]], Callable[[], bytes]]:
     """Register a generator as a case (its name: the function's, without the leading underscore); cache its bytes."""
 
     def register(make: Callable[[], bytes]) -> Callable[[], bytes]:
@@ -367,7 +369,11 @@ def progressive_many_scans(side: int, scans: int) -> bytes:
     return b"\xff\xd8" + dqt + sof + dc_table + ac_table + dc_scan + dc_data + (ac_scan + ac_data) * scans + b"\xff\xd9"
 
 
-@case(ANY_CLEAN, "progressive 7000x7000 greyscale, 3000 scans of EOB runs (~0.3 MB): CPU time ~ pixels x scans", heavy=True)
+@case(
+    ANY_CLEAN,
+    "progressive 7000x7000 greyscale, 3000 scans of EOB runs (~0.3 MB): CPU time ~ pixels x scans",
+    heavy=True,
+)
 def _jpeg_progressive_many_scans() -> bytes:
     return progressive_many_scans(7000, 3000)
 
@@ -476,8 +482,15 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def png(
-    width: int, height: int, idat: bytes, *, depth: int = 8, color: int = 0, interlace: int = 0,
-    before: Sequence[bytes] = (), after: Sequence[bytes] = (),
+    width: int,
+    height: int,
+    idat: bytes,
+    *,
+    depth: int = 8,
+    color: int = 0,
+    interlace: int = 0,
+    before: Sequence[bytes] = (),
+    after: Sequence[bytes] = (),
 ) -> bytes:
     ihdr = png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, color, 0, 0, interlace))
     return PNG_MAGIC + ihdr + b"".join(before) + png_chunk(b"IDAT", idat) + b"".join(after) + png_chunk(b"IEND", b"")
@@ -499,19 +512,33 @@ def constant_rows(row_bytes: int, rows: int, first_pixel: bytes) -> bytes:
 def adam7_bytes(width: int, height: int, bits_per_pixel: int) -> int:
     """Length of the filtered, interlaced (Adam7) scanlines of an image."""
     total = 0
-    for x0, y0, dx, dy in ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)):
+    for x0, y0, dx, dy in (
+        (0, 0, 8, 8),
+        (4, 0, 8, 8),
+        (0, 4, 4, 8),
+        (2, 0, 4, 4),
+        (0, 2, 2, 4),
+        (1, 0, 2, 2),
+        (0, 1, 1, 2),
+    ):
         pw, ph = (width - x0 + dx - 1) // dx, (height - y0 + dy - 1) // dy
         if pw and ph:
             total += ph * (1 + (pw * bits_per_pixel + 7) // 8)
     return total
 
 
-@case(READ_OR_TOO_LARGE, "0.1 MB 16-bit greyscale PNG, 7071x7071 (100 MB as I;16: no float64 copy may be made)", heavy=True)
+@case(
+    READ_OR_TOO_LARGE,
+    "0.1 MB 16-bit greyscale PNG, 7071x7071 (100 MB as I;16: no float64 copy may be made)",
+    heavy=True,
+)
 def _png_grey16_7071() -> bytes:
     return png(SIDE, SIDE, constant_rows(2 * SIDE, SIDE, be16(40000)), depth=16, color=0)
 
 
-@case(READ_OR_TOO_LARGE, "RGBA PNG 7071x7071, half-transparent (200 MB decoded; compositing must not copy it)", heavy=True)
+@case(
+    READ_OR_TOO_LARGE, "RGBA PNG 7071x7071, half-transparent (200 MB decoded; compositing must not copy it)", heavy=True
+)
 def _png_rgba_7071() -> bytes:
     return png(SIDE, SIDE, constant_rows(4 * SIDE, SIDE, bytes([200, 30, 30, 128])), depth=8, color=6)
 
@@ -543,12 +570,16 @@ def _png_la16_exif_after_idat() -> bytes:
     exif = Image.Exif()
     exif[0x0112] = 6
     exif_chunk = png_chunk(b"eXIf", exif.tobytes())
-    return png(3000, 3000, constant_rows(4 * 3000, 3000, bytes([0x90, 0, 0x80, 0])), depth=16, color=4, after=[exif_chunk])
+    return png(
+        3000, 3000, constant_rows(4 * 3000, 3000, bytes([0x90, 0, 0x80, 0])), depth=16, color=4, after=[exif_chunk]
+    )
 
 
 @case(OK, "16-bit greyscale PNG with a tRNS colour key")
 def _png_grey16_trns() -> bytes:
-    return png(1200, 900, constant_rows(2400, 900, be16(40000)), depth=16, color=0, before=[png_chunk(b"tRNS", be16(40000))])
+    return png(
+        1200, 900, constant_rows(2400, 900, be16(40000)), depth=16, color=0, before=[png_chunk(b"tRNS", be16(40000))]
+    )
 
 
 @case(TOO_LARGE, "IHDR claims 100000x100000 (10 Gpx) over a tiny IDAT")
@@ -593,7 +624,9 @@ def _png_iccp_bomb() -> bytes:
 
 @case(READ_OR_INVALID, "iCCP profile that inflates to garbage (not an ICC profile)")
 def _png_iccp_garbage() -> bytes:
-    return png(64, 64, small_png_idat(), before=[png_chunk(b"iCCP", b"icc\x00\x00" + zlib.compress(bytes(range(256)) * 40))])
+    return png(
+        64, 64, small_png_idat(), before=[png_chunk(b"iCCP", b"icc\x00\x00" + zlib.compress(bytes(range(256)) * 40))]
+    )
 
 
 @case(OK, "100,000 small ancillary chunks (tEXt and unknown) before IDAT")
@@ -636,7 +669,13 @@ def _png_idat_bomb() -> bytes:
     return png(1, 1, deflate_zeros(100 << 20), depth=8, color=0)
 
 
-def apng(frames: int, width: int = 16, height: int = 16, num_frames: int | None = None, frame_size: tuple[int, int] | None = None) -> bytes:
+def apng(
+    frames: int,
+    width: int = 16,
+    height: int = 16,
+    num_frames: int | None = None,
+    frame_size: tuple[int, int] | None = None,
+) -> bytes:
     """An APNG: ``frames`` frames (the first is the IDAT image), acTL claiming ``num_frames``."""
     fw, fh = frame_size or (width, height)
     actl = png_chunk(b"acTL", struct.pack(">II", num_frames if num_frames is not None else frames, 0))
@@ -645,7 +684,11 @@ def apng(frames: int, width: int = 16, height: int = 16, num_frames: int | None 
     seq = 0
     out = [PNG_MAGIC + png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)), actl]
     for k in range(frames):
-        out.append(png_chunk(b"fcTL", struct.pack(">IIIIIHHBB", seq, fw if k else width, fh if k else height, 0, 0, 1, 100, 0, 0)))
+        out.append(
+            png_chunk(
+                b"fcTL", struct.pack(">IIIIIHHBB", seq, fw if k else width, fh if k else height, 0, 0, 1, 100, 0, 0)
+            )
+        )
         seq += 1
         if k == 0:
             out.append(png_chunk(b"IDAT", idat))
@@ -693,13 +736,27 @@ def tiff(tags: Sequence[Tag], payload: bytes = b"", *, loop: bool = False, magic
 
 
 def strip_tags(
-    width: int, height: int, offsets: Sequence[int], counts: Sequence[int], *, bps: Sequence[int] = (8,),
-    photometric: int = 1, compression: int = 1, rows_per_strip: int | None = None, sample_format: int | None = None,
+    width: int,
+    height: int,
+    offsets: Sequence[int],
+    counts: Sequence[int],
+    *,
+    bps: Sequence[int] = (8,),
+    photometric: int = 1,
+    compression: int = 1,
+    rows_per_strip: int | None = None,
+    sample_format: int | None = None,
 ) -> list[Tag]:
     tags: list[Tag] = [
-        (256, LONG, [width]), (257, LONG, [height]), (258, SHORT, list(bps)), (259, SHORT, [compression]),
-        (262, SHORT, [photometric]), (273, LONG, list(offsets)), (277, SHORT, [len(bps)]),
-        (278, LONG, [rows_per_strip or height]), (279, LONG, list(counts)),
+        (256, LONG, [width]),
+        (257, LONG, [height]),
+        (258, SHORT, list(bps)),
+        (259, SHORT, [compression]),
+        (262, SHORT, [photometric]),
+        (273, LONG, list(offsets)),
+        (277, SHORT, [len(bps)]),
+        (278, LONG, [rows_per_strip or height]),
+        (279, LONG, list(counts)),
     ]
     if sample_format is not None:
         tags.append((339, SHORT, [sample_format] * len(bps)))
@@ -713,8 +770,17 @@ def shared_strip_tiff(
     zeros: a few kilobytes for any size."""
     block = zlib.compress(bytes(width * sum(bps) // 8 * rows), 9)
     n = (height + rows - 1) // rows
-    tags = strip_tags(width, height, [8] * n, [len(block)] * n, bps=bps, photometric=photometric, compression=8,
-                      rows_per_strip=rows, sample_format=sample_format)
+    tags = strip_tags(
+        width,
+        height,
+        [8] * n,
+        [len(block)] * n,
+        bps=bps,
+        photometric=photometric,
+        compression=8,
+        rows_per_strip=rows,
+        sample_format=sample_format,
+    )
     return tiff(tags, block)
 
 
@@ -726,8 +792,16 @@ def _tiff_40000_pages() -> bytes:
     for k in range(pages):
         at = 8 + k * size
         nxt = at + size if k + 1 < pages else 0
-        entries = [(256, 4, 1, 1), (257, 4, 1, 1), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1),
-                   (273, 4, 1, at + 102), (278, 4, 1, 1), (279, 4, 1, 1)]
+        entries = [
+            (256, 4, 1, 1),
+            (257, 4, 1, 1),
+            (258, 3, 1, 8),
+            (259, 3, 1, 1),
+            (262, 3, 1, 1),
+            (273, 4, 1, at + 102),
+            (278, 4, 1, 1),
+            (279, 4, 1, 1),
+        ]
         out += le16(8) + b"".join(struct.pack("<HHII", *e) for e in entries) + le32(nxt) + bytes([k & 0xFF, 0])
     return bytes(out)
 
@@ -788,8 +862,18 @@ def _tiff_huge_dims() -> bytes:
 @case(ANY_CLEAN, "64x64 image stored in one 65536x65536 tile (a tile buffer of 4 GB)")
 def _tiff_huge_tile() -> bytes:
     block = zlib.compress(bytes(1 << 16))
-    tags: list[Tag] = [(256, LONG, [64]), (257, LONG, [64]), (258, SHORT, [8]), (259, SHORT, [8]), (262, SHORT, [1]),
-                       (277, SHORT, [1]), (322, LONG, [65536]), (323, LONG, [65536]), (324, LONG, [8]), (325, LONG, [len(block)])]
+    tags: list[Tag] = [
+        (256, LONG, [64]),
+        (257, LONG, [64]),
+        (258, SHORT, [8]),
+        (259, SHORT, [8]),
+        (262, SHORT, [1]),
+        (277, SHORT, [1]),
+        (322, LONG, [65536]),
+        (323, LONG, [65536]),
+        (324, LONG, [8]),
+        (325, LONG, [len(block)]),
+    ]
     return tiff(tags, block)
 
 
@@ -863,7 +947,9 @@ def _tiff_lzw_garbage() -> bytes:
     return tiff(strip_tags(500, 500, [8], [3000], compression=5), random.Random(5).randbytes(3000))
 
 
-@case(NOT_DECODED, "a PhotoCD image behind a TIFF magic (Pillow's PCD plugin would take it): never decode another format")
+@case(
+    NOT_DECODED, "a PhotoCD image behind a TIFF magic (Pillow's PCD plugin would take it): never decode another format"
+)
 def _tiff_magic_photocd() -> bytes:
     head = b"II*\x00" + le32(0xFFFFFFF0)
     return head + bytes(2048 - len(head)) + b"PCD_" + bytes(96 * 2048 + 768 * 512 * 3 // 2 - 2052)
@@ -987,7 +1073,9 @@ def two_frame_gif_cut(into_second: int) -> bytes:
     return full[: len(full) - 1 - len(frame) + into_second]
 
 
-@case(READ_OR_INVALID, "two-frame GIF cut inside the second frame's image descriptor (checking for more frames reads it)")
+@case(
+    READ_OR_INVALID, "two-frame GIF cut inside the second frame's image descriptor (checking for more frames reads it)"
+)
 def _gif_trunc_second_frame() -> bytes:
     return two_frame_gif_cut(12)
 
@@ -1076,9 +1164,22 @@ def _webp_frame_outside() -> bytes:
 # ------------------------------------------------------------------------------------------------- BMP
 
 
-def bmp(width: int, height: int, bpp: int, pixels: bytes, *, compression: int = 0, colors: int = 0,
-        palette: bytes | None = None, offset: int | None = None) -> bytes:
-    pal = palette if palette is not None else (b"".join(bytes([i, i, i, 0]) for i in range(1 << bpp)) if bpp <= 8 else b"")
+def bmp(
+    width: int,
+    height: int,
+    bpp: int,
+    pixels: bytes,
+    *,
+    compression: int = 0,
+    colors: int = 0,
+    palette: bytes | None = None,
+    offset: int | None = None,
+) -> bytes:
+    pal = (
+        palette
+        if palette is not None
+        else (b"".join(bytes([i, i, i, 0]) for i in range(1 << bpp)) if bpp <= 8 else b"")
+    )
     at = offset if offset is not None else 14 + 40 + len(pal)
     info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, bpp, compression, len(pixels), 2835, 2835, colors, 0)
     return b"BM" + le32(14 + 40 + len(pal) + len(pixels)) + bytes(4) + le32(at) + info + pal + pixels
@@ -1094,7 +1195,11 @@ def _bmp_rle8_empty() -> bytes:
     return bmp(7000, 7000, 8, b"\x00\x01", compression=1)
 
 
-@case(ANY_CLEAN, "RLE8 7000x7000 of one pixel then end-of-line per row (28 kB): the line padding loops per pixel", heavy=True)
+@case(
+    ANY_CLEAN,
+    "RLE8 7000x7000 of one pixel then end-of-line per row (28 kB): the line padding loops per pixel",
+    heavy=True,
+)
 def _bmp_rle8_eol() -> bytes:
     return bmp(7000, 7000, 8, b"\x01\x07\x00\x00" * 7000 + b"\x00\x01", compression=1)
 

@@ -163,8 +163,12 @@ class DecodeWorker:
         self.stderr = tempfile.TemporaryFile()  # noqa: SIM115 - kept open for the child's life, closed in _discard
         env = {**os.environ, "PYTHONFAULTHANDLER": "1"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.hostile.decode_worker"], cwd=ROOT, env=env,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
+            [sys.executable, "-m", "tests.hostile.decode_worker"],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
         )
         return self.proc
 

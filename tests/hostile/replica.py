@@ -105,10 +105,14 @@ def connect(url: str, timeout: float = 30.0) -> socket.socket:
     return socket.create_connection((host, int(port)), timeout=timeout)
 
 
-def request_head(path: str, length: int | None, content_type: str = "application/octet-stream", extra: str = "") -> bytes:
+def request_head(
+    path: str, length: int | None, content_type: str = "application/octet-stream", extra: str = ""
+) -> bytes:
     length_line = f"Content-Length: {length}\r\n" if length is not None else ""
-    return (f"POST {path} HTTP/1.1\r\nHost: replica\r\nContent-Type: {content_type}\r\n{length_line}{extra}"
-            "Connection: close\r\n\r\n").encode()
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: replica\r\nContent-Type: {content_type}\r\n{length_line}{extra}"
+        "Connection: close\r\n\r\n"
+    ).encode()
 
 
 def readable(sock: socket.socket, timeout: float) -> bool:

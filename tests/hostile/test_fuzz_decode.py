@@ -75,8 +75,23 @@ def warnings_as_in_production() -> Iterator[None]:
 
 # --------------------------------------------------------------------------------------- mutations
 
-INTERESTING = [b"\x00", b"\xff", b"\x7f", b"\x80", b"\x01", b"\x00\x00", b"\xff\xff", b"\x7f\xff", b"\x80\x00",
-               b"\x00\x00\x00\x00", b"\xff\xff\xff\xff", b"\x7f\xff\xff\xff", b"\x00\x01\x00\x00", b"\xff\xd8", b"\xff\xda"]
+INTERESTING = [
+    b"\x00",
+    b"\xff",
+    b"\x7f",
+    b"\x80",
+    b"\x01",
+    b"\x00\x00",
+    b"\xff\xff",
+    b"\x7f\xff",
+    b"\x80\x00",
+    b"\x00\x00\x00\x00",
+    b"\xff\xff\xff\xff",
+    b"\x7f\xff\xff\xff",
+    b"\x00\x01\x00\x00",
+    b"\xff\xd8",
+    b"\xff\xda",
+]
 position = st.one_of(st.integers(0, 64), st.integers(0, 1 << 16))  # biased towards the headers
 mutation = st.one_of(
     st.tuples(st.just("flip"), position, st.integers(0, 7)),
@@ -111,10 +126,17 @@ def mutate(data: bytes, mutations: list[Mutation]) -> bytes:
 FRACTIONS = st.sampled_from([1.0, 0.5, 0.3, 0.125, 0.05, 0.01])
 
 
-@settings(max_examples=2000, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=2000,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(seed=st.sampled_from(sorted(SEEDS)), mutations=st.lists(mutation, min_size=1, max_size=4), fraction=FRACTIONS)
-def test_mutated_file_decodes_or_is_refused_cleanly(worker: DecodeWorker, seed: str, mutations: list[Mutation], fraction: float) -> None:
+def test_mutated_file_decodes_or_is_refused_cleanly(
+    worker: DecodeWorker, seed: str, mutations: list[Mutation], fraction: float
+) -> None:
     note(f"seed={seed!r} mutations={mutations!r} fraction={fraction!r}")
     check(f"{seed} mutated {mutations}", worker.decode(mutate(SEEDS[seed], mutations), fraction))
 
@@ -142,7 +164,9 @@ def test_decode_budget_is_checked_from_the_header(worker: DecodeWorker) -> None:
     refused = worker.decode(data, 1.0, max_bytes=4 << 20)
     assert check("over the budget", refused, max_bytes=4 << 20) == 413
     assert refused.seconds < 0.5, refused.seconds
-    assert refused.growth_mb is None or refused.growth_mb < 8, f"peak RSS rose {refused.growth_mb:.0f} MB: the pixels were decoded"
+    assert refused.growth_mb is None or refused.growth_mb < 8, (
+        f"peak RSS rose {refused.growth_mb:.0f} MB: the pixels were decoded"
+    )
     assert check("within the budget", worker.decode(data, 1.0, max_bytes=1 << 30), max_bytes=1 << 30) == 200
 
 
@@ -170,11 +194,22 @@ def app_client(tiny_models_dir: Path) -> Iterator[Callable[..., httpx.Response]]
         yield post
 
 
-@settings(max_examples=200, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(seed=st.sampled_from(sorted(SEEDS)), mutations=st.lists(mutation, min_size=1, max_size=3),
-       path=st.sampled_from(["/cam", "/localize", "/pose"]), multipart=st.booleans())
-def test_mutated_upload_never_5xx(app_client: Callable[..., httpx.Response], seed: str, mutations: list[Mutation], path: str, multipart: bool) -> None:
+@settings(
+    max_examples=200,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    seed=st.sampled_from(sorted(SEEDS)),
+    mutations=st.lists(mutation, min_size=1, max_size=3),
+    path=st.sampled_from(["/cam", "/localize", "/pose"]),
+    multipart=st.booleans(),
+)
+def test_mutated_upload_never_5xx(
+    app_client: Callable[..., httpx.Response], seed: str, mutations: list[Mutation], path: str, multipart: bool
+) -> None:
     data = mutate(SEEDS[seed], mutations)
     note(f"seed={seed!r} mutations={mutations!r} path={path!r} multipart={multipart!r}")
     with warnings_as_in_production():
@@ -182,4 +217,6 @@ def test_mutated_upload_never_5xx(app_client: Callable[..., httpx.Response], see
             r = app_client(path, files={"image": ("upload.bin", data, "application/octet-stream")})
         else:
             r = app_client(path, content=data, headers={"Content-Type": "application/octet-stream"})
-    assert r.status_code == 200 or r.status_code in CLEAN, f"{seed} mutated {mutations} to {path}: {r.status_code} {r.text[:300]}"
+    assert r.status_code == 200 or r.status_code in CLEAN, (
+        f"{seed} mutated {mutations} to {path}: {r.status_code} {r.text[:300]}"
+    )

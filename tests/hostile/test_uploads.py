@@ -87,14 +87,24 @@ def table(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Row]]:
     print(f"\n{'case':34} {'endpoint':9} {'how':9} {'status':>6} {'seconds':>8} {'peak MB':>8}  failures")
     for r in rows:
         peak = f"{r.peak_mb:8.0f}" if r.peak_mb is not None else "       -"
-        print(f"{r.case:34} {r.endpoint:9} {r.how:9} {r.status or '-':>6} {r.seconds:8.2f} {peak}  {'; '.join(r.failures)[:100]}")
+        print(
+            f"{r.case:34} {r.endpoint:9} {r.how:9} {r.status or '-':>6} {r.seconds:8.2f} {peak}  {'; '.join(r.failures)[:100]}"
+        )
     print(f"({len(rows)} uploads, {sum(1 for r in rows if r.failures)} with failures; table in {path})")
 
 
 def post(url: str, data: bytes, how: str, params: dict[str, str] | None = None) -> httpx.Response:
     if how == "raw":
-        return httpx.post(url, content=data, params=params, headers={"Content-Type": "application/octet-stream"}, timeout=CLIENT_TIMEOUT_S)
-    return httpx.post(url, files={"image": ("upload.bin", data, "application/octet-stream")}, params=params, timeout=CLIENT_TIMEOUT_S)
+        return httpx.post(
+            url,
+            content=data,
+            params=params,
+            headers={"Content-Type": "application/octet-stream"},
+            timeout=CLIENT_TIMEOUT_S,
+        )
+    return httpx.post(
+        url, files={"image": ("upload.bin", data, "application/octet-stream")}, params=params, timeout=CLIENT_TIMEOUT_S
+    )
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
@@ -137,7 +147,18 @@ def test_hostile_upload(replica: Replica, table: list[Row], name: str, endpoint:
                 failures.append(f"a good JPEG afterwards got {after.status_code}: {after.text[:200]}")
         except httpx.HTTPError as exc:
             failures.append(f"a good JPEG afterwards got no answer: {exc!r}")
-    table.append(Row(name, endpoint, how, status, round(seconds, 3), None if peak is None else round(peak, 1), sorted(case.expect), failures))
+    table.append(
+        Row(
+            name,
+            endpoint,
+            how,
+            status,
+            round(seconds, 3),
+            None if peak is None else round(peak, 1),
+            sorted(case.expect),
+            failures,
+        )
+    )
     assert not failures, f"{name} ({case.why}) to {endpoint} as {how}:\n" + "\n".join(failures)
     if not replica.can_measure:
         pytest.skip("peak memory not checked: /proc/<pid>/clear_refs cannot be written here (VmHWM cannot be reset)")
@@ -250,8 +271,10 @@ def test_busy_replica_refuses_before_reading_bodies(tight: Replica) -> None:
     for holder in HOLDERS:
         result = burst(tight, body, holder)
         problems = burst_problems(result)
-        print(f"\nheavy requests {holder}: held the slot and the queue throughout: {result.held}; "
-              f"answers {result.holders}; peak {result.peak_mb} MB; {len(problems)} problems")
+        print(
+            f"\nheavy requests {holder}: held the slot and the queue throughout: {result.held}; "
+            f"answers {result.holders}; peak {result.peak_mb} MB; {len(problems)} problems"
+        )
         if not problems or result.held:
             break  # else an upload may have found the place a heavy request had just left: again, heavier
     assert tight.alive(), tight.death()
@@ -275,7 +298,9 @@ def test_over_limit_upload_written_whole_reads_413(tight: Replica, size_mib: int
     gets the 413 problem, not a reset (the server drains the body before closing)."""
     url = tight.ensure().url
     try:
-        status, headers, body = urllib_post(url + "/cam", bytes(size_mib * MiB), {"Content-Type": "application/octet-stream"})
+        status, headers, body = urllib_post(
+            url + "/cam", bytes(size_mib * MiB), {"Content-Type": "application/octet-stream"}
+        )
     except (urllib.error.URLError, OSError) as exc:
         pytest.fail(f"{size_mib} MiB upload: the connection failed instead of a 413 ({exc!r})")
     assert status == 413, (status, body[:300])
@@ -294,7 +319,9 @@ def test_over_limit_chunked_upload_reads_413(tight: Replica) -> None:
             yield bytes(MiB)
 
     try:
-        status, headers, body = urllib_post(url + "/cam", chunks(), {"Content-Type": "application/octet-stream", "Transfer-Encoding": "chunked"})
+        status, headers, body = urllib_post(
+            url + "/cam", chunks(), {"Content-Type": "application/octet-stream", "Transfer-Encoding": "chunked"}
+        )
     except (urllib.error.URLError, OSError) as exc:
         pytest.fail(f"chunked 20 MiB upload: the connection failed instead of a 413 ({exc!r})")
     assert status == 413, (status, body[:300])
@@ -331,8 +358,11 @@ def stall(url: str, how: str) -> socket.socket:
         sock.sendall(request_head("/cam", 1 << 20) + b"\xff\xd8\xff" + bytes(97))
     else:
         boundary = "hostile"
-        sock.sendall(request_head("/cam", 1 << 20, f"multipart/form-data; boundary={boundary}")
-                     + f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n\r\n'.encode() + bytes(20))
+        sock.sendall(
+            request_head("/cam", 1 << 20, f"multipart/form-data; boundary={boundary}")
+            + f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n\r\n'.encode()
+            + bytes(20)
+        )
     return sock
 
 
@@ -367,7 +397,9 @@ def test_stalled_clients_release_their_places(tight: Replica) -> None:
         waited = time.monotonic() - start
         assert all(400 <= a.status < 500 for a in answers), [(a.status, a.body[:200]) for a in answers]
         r = post(url + "/cam", GOOD_JPEG, "raw")
-        assert r.status_code == 200, f"after the stalled clients were answered ({waited:.1f} s): {r.status_code} {r.text[:200]}"
+        assert r.status_code == 200, (
+            f"after the stalled clients were answered ({waited:.1f} s): {r.status_code} {r.text[:200]}"
+        )
     finally:
         for sock in socks:
             sock.close()

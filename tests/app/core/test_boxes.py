@@ -49,8 +49,14 @@ def test_normalize_rejects_empty_image() -> None:
 
 @pytest.mark.parametrize(
     ("box", "reason"),
-    [([5, 5, 5, 10], "positive"), ([5, 5, 4, 10], "positive"), ([-1, 0, 5, 5], "inside"), ([0, 0, 11, 5], "inside"),
-     ([0, 0, float("nan"), 5], "finite"), ([0, 0, 1], "4")],
+    [
+        ([5, 5, 5, 10], "positive"),
+        ([5, 5, 4, 10], "positive"),
+        ([-1, 0, 5, 5], "inside"),
+        ([0, 0, 11, 5], "inside"),
+        ([0, 0, float("nan"), 5], "finite"),
+        ([0, 0, 1], "4"),
+    ],
 )
 def test_validate_rejects(box: list[float], reason: str) -> None:
     with pytest.raises(BoxError, match=reason):

@@ -22,9 +22,7 @@ small = st.floats(-10, 10, allow_nan=False, allow_infinity=False, width=32)
 
 
 @settings(max_examples=60, deadline=None)
-@given(
-    st.integers(1, 8), st.integers(1, 5), st.integers(1, 5), st.integers(1, 6), st.integers(0, 2**31 - 1)
-)
+@given(st.integers(1, 8), st.integers(1, 5), st.integers(1, 5), st.integers(1, 6), st.integers(0, 2**31 - 1))
 def test_cam_identity_equals_gap_dense(k: int, r: int, c: int, classes: int, seed: int) -> None:
     """mean_rc(sum_k W[y,k] V[k]) + b == W @ mean_rc(V) + b, the logits of a GAP -> dense network."""
     rng = np.random.default_rng(seed)
@@ -60,14 +58,21 @@ def test_upsample_matches_half_pixel_bilinear() -> None:
     np.testing.assert_allclose(out[0], [0.0, 0.25, 0.75, 1.0])
 
 
-@given(arrays(np.float64, st.tuples(st.integers(1, 6), st.integers(1, 6)), elements=small), st.integers(1, 40), st.integers(1, 40))
+@given(
+    arrays(np.float64, st.tuples(st.integers(1, 6), st.integers(1, 6)), elements=small),
+    st.integers(1, 40),
+    st.integers(1, 40),
+)
 def test_upsample_stays_within_range(grid: np.ndarray, h: int, w: int) -> None:
     out = upsample(grid, h, w)
     assert out.shape == (h, w)
     assert out.min() >= grid.min() - 1e-9 and out.max() <= grid.max() + 1e-9
 
 
-@given(arrays(np.float64, st.tuples(st.integers(1, 12), st.integers(1, 12)), elements=small), st.sampled_from(list(CamNorm)))
+@given(
+    arrays(np.float64, st.tuples(st.integers(1, 12), st.integers(1, 12)), elements=small),
+    st.sampled_from(list(CamNorm)),
+)
 def test_normalize_in_unit_interval(m: np.ndarray, method: CamNorm) -> None:
     n = normalize_map(m, method)
     assert n.min() >= 0.0 and n.max() <= 1.0 + 1e-12

@@ -19,8 +19,18 @@ def decoded(w: int, h: int, draft: float = 1.0) -> DecodedImage:
 
 
 @settings(max_examples=60, deadline=None)
-@given(sizes, sizes, st.sampled_from(list(FitMode)), st.floats(0.0, 1.0), st.floats(0.0, 1.0), st.floats(0.0, 1.0), st.floats(0.0, 1.0))
-def test_input_boxes_map_inside_the_image(w: int, h: int, mode: FitMode, a: float, b: float, c: float, d: float) -> None:
+@given(
+    sizes,
+    sizes,
+    st.sampled_from(list(FitMode)),
+    st.floats(0.0, 1.0),
+    st.floats(0.0, 1.0),
+    st.floats(0.0, 1.0),
+    st.floats(0.0, 1.0),
+)
+def test_input_boxes_map_inside_the_image(
+    w: int, h: int, mode: FitMode, a: float, b: float, c: float, d: float
+) -> None:
     spec = InputSpec(32, 48, fit=mode)
     _, fit = fit_image(decoded(w, h, draft=min(1.0, 200 / max(w, h))), spec)
     # any box inside the content rectangle maps inside the image

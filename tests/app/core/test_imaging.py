@@ -22,7 +22,9 @@ def test_sniffs_and_decodes_every_supported_format(fmt: str) -> None:
     assert (d.width, d.height, d.format, d.image.mode) == (40, 30, fmt, "RGB")
 
 
-@pytest.mark.parametrize("data", [b"hello world", b"%PDF-1.4 ...", b"\x00" * 64, b"<svg xmlns='http://www.w3.org/2000/svg'/>"])
+@pytest.mark.parametrize(
+    "data", [b"hello world", b"%PDF-1.4 ...", b"\x00" * 64, b"<svg xmlns='http://www.w3.org/2000/svg'/>"]
+)
 def test_not_an_image_is_415(data: bytes) -> None:
     with pytest.raises(UnsupportedMediaType):
         decode_image(data, max_pixels=BIG, max_bytes=BIG_BYTES)
@@ -114,12 +116,21 @@ def test_exif_orientation_applied(orientation: int) -> None:
     assert d.orientation == orientation
     expected = (20, 40) if orientation >= 5 else (40, 20)
     assert (d.width, d.height) == expected == d.image.size
-    assert np.array_equal(np.asarray(d.image), np.asarray(Image.open(io.BytesIO(data)).transpose(_TRANSPOSE[orientation]))) if orientation != 1 else True
+    assert (
+        np.array_equal(np.asarray(d.image), np.asarray(Image.open(io.BytesIO(data)).transpose(_TRANSPOSE[orientation])))
+        if orientation != 1
+        else True
+    )
 
 
 _TRANSPOSE = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90,
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
 }
 
 

@@ -48,11 +48,16 @@ class MobileNetV3Like(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.Hardswish(),
-            nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.Hardswish(),
+            nn.Conv2d(3, 8, 3, stride=2, padding=1),
+            nn.BatchNorm2d(8),
+            nn.Hardswish(),
+            nn.Conv2d(8, 16, 3, stride=2, padding=1),
+            nn.Hardswish(),
         )
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Sequential(nn.Linear(16, 12), nn.Hardswish(), nn.Dropout(0.2), nn.Linear(12, builders.CLASSES))
+        self.classifier = nn.Sequential(
+            nn.Linear(16, 12), nn.Hardswish(), nn.Dropout(0.2), nn.Linear(12, builders.CLASSES)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
@@ -75,8 +80,18 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("methods_torch")
     for kind, builder in (("mbv3", builders.mobilenetv3_style), ("resnet", builders.resnet_style)):
         main(["onnx-cam", str(builder(d / f"{kind}_src.onnx")), "--out", str(d / "models" / f"{kind}.onnx")])
-    export_split_model(mobilenetv3_like(), "features", "classifier", d / "models" / "torchsplit.onnx", 32, LABELS,
-                       NORM, "torchsplit", {"weights": "random"}, torch.randn(3, 3, 32, 32))
+    export_split_model(
+        mobilenetv3_like(),
+        "features",
+        "classifier",
+        d / "models" / "torchsplit.onnx",
+        32,
+        LABELS,
+        NORM,
+        "torchsplit",
+        {"weights": "random"},
+        torch.randn(3, 3, 32, 32),
+    )
     return d / "models"
 
 
@@ -95,12 +110,16 @@ def _ours(model: CamModel, x: torch.Tensor, method: CamMethod, cls: int) -> np.n
     maps = []
     for xi in x.numpy():
         out = model.run(xi[None], ["features", "logits"])
-        found = class_maps(model, method, xi[None], out["features"][0], out["logits"][0], [cls], Deadline.start(60), 1024)
+        found = class_maps(
+            model, method, xi[None], out["features"][0], out["logits"][0], [cls], Deadline.start(60), 1024
+        )
         maps.append(found.maps[0])
     return np.stack(maps)
 
 
-def _hooked(net: nn.Module, layer: str, x: torch.Tensor, edit: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def _hooked(
+    net: nn.Module, layer: str, x: torch.Tensor, edit: Callable[[torch.Tensor], torch.Tensor] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(the layer's output, the logits), the output replaced by ``edit(output)`` when given."""
     seen: list[torch.Tensor] = []
 
@@ -156,7 +175,13 @@ def test_forward_only_methods_match_references_from_the_papers(name: str, export
     n, k, r, c = v.shape
     for cls in (1, 4):
         # Ablation-CAM: w_k = (y - y_k) / |y|, y_k the logit with channel k of the layer's output zeroed
-        ablated = torch.stack([_hooked(net, layer, x, lambda o, k=j: o.index_fill(1, torch.tensor([k]), 0.0))[1][:, cls] for j in range(k)], 1)
+        ablated = torch.stack(
+            [
+                _hooked(net, layer, x, lambda o, k=j: o.index_fill(1, torch.tensor([k]), 0.0))[1][:, cls]
+                for j in range(k)
+            ],
+            1,
+        )
         w = (logits[:, cls : cls + 1] - ablated) / logits[:, cls : cls + 1].abs()
         want = torch.einsum("nk,nkrc->nrc", w, v).numpy()
         close(_ours(model, x, CamMethod.ablationcam, cls), want, 1e-4)
@@ -192,7 +217,10 @@ def test_split_exports_say_what_they_wrote(exported: Path) -> None:
         assert (exported / head["file"]).is_file() and len(head["sha256"]) == 64
         assert set(meta["outputs"]) == {"features", "pooled", "logits"}
         ver = meta["verification"]
-        assert ver["max_abs_diff_head_of_features_vs_logits"] < 1e-5 and ver["max_abs_diff_gradient_vs_central_differences"] < 1e-3
+        assert (
+            ver["max_abs_diff_head_of_features_vs_logits"] < 1e-5
+            and ver["max_abs_diff_gradient_vs_central_differences"] < 1e-3
+        )
     torch_ver = json.loads((exported / "torchsplit.json").read_text())["verification"]["torch"]
     assert torch_ver["max_abs_diff_gradient_vs_jacrev"] < 1e-5 and torch_ver["max_abs_diff_logits"] < 1e-4
 
@@ -202,7 +230,10 @@ async def test_split_models_are_served_and_cam_is_refused(exported: Path) -> Non
     app = create_app(Settings(models_dir=exported, auth=False, log_json=True, intra_op_threads=1))
     image = encode(noise_image(48, 40, seed=3))
     transport = httpx.ASGITransport(app=app)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://test") as client,
+    ):
         listed = {m["name"]: m["cam_methods"] for m in (await client.get("/models")).json()}
         assert listed["mbv3"] == listed["torchsplit"] == ["gradcam", *FORWARD_ONLY]
         assert listed["resnet"] == [m.value for m in CamMethod]
@@ -220,8 +251,26 @@ def test_export_cam_cli_splits_a_pytorch_head(tmp_path: Path) -> None:
     labels = tmp_path / "labels.json"
     labels.write_text(json.dumps(LABELS))
     out = tmp_path / "m" / "mine.onnx"
-    main(["cam", "--model", f"{__name__}:mobilenetv3_like", "--feature-layer", "features", "--head-layer",
-          "classifier", "--size", "32", "--labels", str(labels), "--out", str(out)])
+    main(
+        [
+            "cam",
+            "--model",
+            f"{__name__}:mobilenetv3_like",
+            "--feature-layer",
+            "features",
+            "--head-layer",
+            "classifier",
+            "--size",
+            "32",
+            "--labels",
+            str(labels),
+            "--out",
+            str(out),
+        ]
+    )
     meta = json.loads(out.with_suffix(".json").read_text())
-    assert meta["head"]["file"] == "mine.head.onnx" and meta["verification"]["torch"]["max_abs_diff_gradient_vs_jacrev"] < 1e-5
+    assert (
+        meta["head"]["file"] == "mine.head.onnx"
+        and meta["verification"]["torch"]["max_abs_diff_gradient_vs_jacrev"] < 1e-5
+    )
     assert _served(out.parent, "mine").methods[0] is CamMethod.gradcam
