@@ -1,0 +1,1 @@
+"""Checks of the built containers: tests/container/run.sh (`make test-container`)."""
