@@ -15,7 +15,9 @@ import time
 
 TEMPLATE = os.environ.get("LB_TEMPLATE", "/etc/nginx/nginx.conf")
 OUT = "/tmp/nginx-rendered.conf"
-LINE = re.compile(r"^(?P<indent>[ \t]*)server[ \t]+(?P<host>[^\s:;]+):(?P<port>\d+)[ \t]+resolve(?P<params>[^;]*);", re.M)
+LINE = re.compile(
+    r"^(?P<indent>[ \t]*)server[ \t]+(?P<host>[^\s:;]+):(?P<port>\d+)[ \t]+resolve(?P<params>[^;]*);", re.M
+)
 
 
 def addresses(host: str, port: int) -> list[str]:
