@@ -58,20 +58,8 @@ class LoadedModel:
         """Run the session and return the requested contract outputs by contract name; a run longer than
         ``timeout_s`` is terminated (503)."""
         names = [self.sidecar.outputs[o] for o in outputs]
-        feed = {self.sidecar.input.name: batch}
-        if timeout_s is None:
-            return dict(zip(outputs, map(np.asarray, self.session.run(names, feed)), strict=True))
-        options = ort.RunOptions()
-        ticket = WATCHDOG.watch(options, timeout_s)
-        try:
-            values = self.session.run(names, feed, options)
-        except Exception as exc:
-            if options.terminate:
-                raise RequestTimeout("the request ran out of time in inference and was stopped; retry later") from exc
-            raise
-        finally:
-            WATCHDOG.done(ticket)
-        return dict(zip(outputs, map(np.asarray, values), strict=True))
+        values = run_watched(self.session, names, {self.sidecar.input.name: batch}, timeout_s)
+        return dict(zip(outputs, values, strict=True))
 
     def resolve_class(self, class_id: int | None, label: str | None) -> int | None:
         """Class index from ``class_id`` or ``label`` (dataset id, name, or one of its aliases)."""
