@@ -213,3 +213,19 @@ async def test_openapi_documents_the_image_body(client: httpx.AsyncClient) -> No
         form = body["content"]["multipart/form-data"]["schema"]
         assert form["required"] == ["image"] and "$ref" not in form
     assert not [name for name in spec["components"]["schemas"] if name.startswith("Body_")]
+
+
+@pytest.mark.parametrize("path", ["/cam", "/localize", "/pose"])
+async def test_png_overlay_is_drawn_at_the_image_size_up_to_the_max_side(client: httpx.AsyncClient, path: str) -> None:
+    """A photo far larger than the model needs is decoded small for the model, but the overlay is drawn on it at
+    its own size up to LOCSVC_OVERLAY_MAX_SIDE (1024), not at the reduced size the model's decode would give."""
+    import io
+
+    from PIL import Image
+
+    data = encode(noise_image(1600, 1200, seed=3), "JPEG")
+    r = await client.post(path, files=files(data), params={"format": "png"})
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(r.content)).size == (1024, 768)
+    j = await client.post(path, files=files(data))
+    assert j.json()["overlay_png"] is None  # no overlay asked: none drawn, none encoded
