@@ -34,9 +34,8 @@ async def healthz() -> Health:
 async def readyz(request: Request) -> Ready:
     registry = getattr(request.app.state, "registry", None)
     if registry is None or getattr(request.app.state, "shutting_down", False):
-        raise NotReady(
-            "models are not loaded yet" if registry is None else "shutting down", headers={"Retry-After": "1"}
-        )
+        retry = {"Retry-After": str(request.app.state.settings.retry_after_s)}
+        raise NotReady("models are not loaded yet" if registry is None else "shutting down", headers=retry)
     return Ready(
         status="ready",
         models={m.name: round(m.warmup_ms, 2) for m in registry.models.values()},

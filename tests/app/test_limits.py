@@ -150,3 +150,16 @@ async def test_inference_timeout_is_503(real_models_dir: Path, cat_jpeg: bytes) 
         assert "retry" in r.json()["detail"]
         app.state.settings.job_timeout_s = 30.0
         assert (await client.post("/cam", files=files(cat_jpeg))).status_code == 200
+
+
+async def test_not_ready_answers_retry_after_from_the_settings(tiny_models_dir: Path) -> None:
+    app = create_app(Settings(models_dir=tiny_models_dir, retry_after_s=7, auth=False))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
+        # no lifespan yet: the models are not loaded
+        r = await c.get("/readyz")
+        assert r.status_code == 503 and r.headers["Retry-After"] == "7"
+        async with app.router.lifespan_context(app):
+            assert (await c.get("/readyz")).status_code == 200
+            app.state.shutting_down = True
+            r = await c.get("/readyz")
+            assert r.status_code == 503 and r.headers["Retry-After"] == "7"
