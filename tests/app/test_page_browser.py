@@ -352,3 +352,20 @@ def test_model_picker(servers: dict[str, Server], browser: Any, cat: Path) -> No
     pose = [m["name"] for m in models if "/pose" in m["serves"]]
     assert p.page.eval_on_selector_all("#model option", "els => els.map((e) => e.value)") == ["", *pose]
     p.close()
+
+
+def test_method_picker(servers: dict[str, Server], browser: Any, cat: Path) -> None:
+    """The CAM method picker lists what the chosen model serves (GET /models' cam_methods); the one picked answers."""
+    models = httpx.get(f"{servers['open'].url}/models", timeout=10).json()
+    cam = next(m for m in models if "/cam" in m["serves"] and "eigencam" in m.get("cam_methods", []))
+    p = Page(browser, servers["open"].url)
+    p.page.select_option("#model", cam["name"])
+    p.page.locator(f"#method option:nth-child({len(cam['cam_methods']) + 1})").wait_for(state="attached")
+    options = p.page.eval_on_selector_all("#method option", "els => els.map((e) => e.value)")
+    assert options == ["", *cam["cam_methods"]]
+    p.choose(cat)
+    p.page.select_option("#method", "eigencam")
+    p.run("cam")
+    body = p.response()
+    assert body["method"] == "eigencam" and "eigencam" in p.text("#result-label")
+    p.close()
