@@ -162,3 +162,4 @@ class PoseModel(LoadedModel):
 
     joints: JointsSpec = field(kw_only=True)
     visibility: bool = field(kw_only=True)  # whether it gives each joint's visibility
+    person: LoadedModel | None = field(kw_only=True, default=None)  # its person finder (sidecar ``person_model``)

@@ -21,7 +21,7 @@ from app.model import Arrays, LoadedModel, ModelLoadError
 from app.runtime import limit_blas_threads, release_free_heap, session_options
 from app.schemas import Refusal
 from app.sidecar import Sidecar, Task
-from app.tasks import TASKS, Tasks, TaskSpec, bind_all
+from app.tasks import TASKS, Tasks, TaskSpec, bind_all, link_all
 
 # LoadedModel, ModelLoadError and limit_blas_threads: still importable from here (bench/, tests/bench/).
 __all__ = ["LoadedModel", "ModelLoadError", "Registry", "limit_blas_threads", "load_model"]
@@ -110,20 +110,19 @@ class Registry:
                 if m.name in models:
                     raise ModelLoadError(path, "name", f"{m.name!r} is already the name of {models[m.name].path.name}")
             except ModelLoadError as exc:
-                refused[path.name] = Refusal(field=exc.field, reason=exc.reason)
-                log.error(
-                    "model refused: %s: %s: %s",
-                    path.name,
-                    exc.field or "(sidecar)",
-                    exc.reason,
-                    extra={"file": str(path), "field": exc.field, "reason": exc.reason},
-                )
+                _refuse(refused, path, exc)
                 continue
             models[m.name] = m
             log.info(
                 "model loaded",
                 extra={"model": m.name, "task": m.sidecar.task.value, "warmup_ms": round(m.warmup_ms, 1)},
             )
+        for name, m in list(models.items()):
+            try:
+                models[name] = link_all(m, models, tasks)
+            except ModelLoadError as exc:
+                del models[name]
+                _refuse(refused, m.sidecar_path, exc)
         defaults = _defaults(models, settings, tasks)
         release_free_heap()
         return cls(models, defaults, refused, tasks)
@@ -154,6 +153,17 @@ class Registry:
     def serves(self, model: LoadedModel) -> list[str]:
         """The routes ``model`` serves."""
         return [spec.route for spec in self.tasks if spec.view(model) is not None]
+
+
+def _refuse(refused: dict[str, Refusal], path: Path, exc: ModelLoadError) -> None:
+    refused[path.name] = Refusal(field=exc.field, reason=exc.reason)
+    log.error(
+        "model refused: %s: %s: %s",
+        path.name,
+        exc.field or "(sidecar)",
+        exc.reason,
+        extra={"file": str(path), "field": exc.field, "reason": exc.reason},
+    )
 
 
 def _defaults(models: dict[str, LoadedModel], settings: Settings, tasks: Tasks) -> dict[str, str]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -204,6 +204,10 @@ class PoseResponse(BaseModel):
     model: str
     image: ImageInfo
     person_box: Box
+    person_box_source: Literal["request", "person_model", "image"] = Field(
+        description="Where person_box came from: the request's `box`; the pose model's person finder (its "
+        "sidecar's person_model, when no box is given); or the whole image (no box, no person finder)."
+    )
     joints: list[Joint]
     edges: list[Edge]
     overlay_png: str | None = Field(None, description="Base64 PNG: the skeleton over the image.")
@@ -223,6 +227,9 @@ class ModelSummary(BaseModel):
     serves: list[str] = Field(description="Endpoints this model can serve.")
     cam_methods: list[str] = Field(
         default_factory=list, description="The /cam methods it serves (the first is its default); empty if none."
+    )
+    person_model: str | None = Field(
+        None, description="A pose model's person finder (the localize model /pose runs when no box is given)."
     )
     metrics: dict[str, object]
     provenance: dict[str, object]

@@ -92,6 +92,11 @@ class Sidecar(BaseModel):
         None, description="Layout of a localize model's box output (default rchw_norm)."
     )
     joints: JointsSpec | None = None
+    person_model: str | None = Field(
+        None,
+        description="A pose model's person finder: the name of a one-class localize model whose box frames the "
+        "person as the pose model was trained to see it; /pose runs it when a request gives no box.",
+    )
     head: HeadSpec | None = Field(None, description="A CAM model's head graph, when its head is not one dense layer.")
     provenance: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)

@@ -5,7 +5,7 @@ all go through it; a new task is a row here, its job (``app/services/<task>.py``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -15,7 +15,7 @@ from app.schemas import CamResponse, LocalizeResponse, PoseResponse
 from app.services.cam import CamParams, bind_cam, run_cam
 from app.services.common import Deadline, Outcome
 from app.services.localize import LocalizeParams, bind_localize, run_localize
-from app.services.pose import PoseParams, bind_pose, run_pose
+from app.services.pose import PoseParams, bind_pose, link_pose, run_pose
 from app.sidecar import Sidecar, Task
 
 M = TypeVar("M", bound=LoadedModel)
@@ -37,6 +37,9 @@ class TaskSpec(Generic[M, P, R]):
     serves: Callable[[Sidecar], bool]
     bind: Callable[[LoadedModel, Arrays], M]
     run: Callable[[M, bytes, P, Settings, Deadline], Outcome[R]]
+    # once every model is loaded: the model given the other models its sidecar names (e.g. a pose model's
+    # person finder), or refused (:class:`ModelLoadError`) when one is missing or unfit
+    link: Callable[[M, Mapping[str, LoadedModel]], M] | None = None
 
     def __post_init__(self) -> None:
         if self.default_setting is not None and self.default_setting not in Settings.model_fields:
@@ -97,6 +100,7 @@ POSE: TaskSpec[PoseModel, PoseParams, PoseResponse] = TaskSpec(
     serves=_task_is(Task.pose),
     bind=bind_pose,  # the sidecar's joints, 2 numbers of output per joint (and a visibility, if any); keeps them
     run=run_pose,
+    link=link_pose,  # its person_model: a loaded one-class localize model
 )
 
 Tasks = Sequence[TaskSpec[Any, Any, Any]]
@@ -115,3 +119,11 @@ def bind_all(model: LoadedModel, warm: Arrays, tasks: Tasks = TASKS) -> LoadedMo
     if any(spec.view(bound) is None for spec in specs):
         raise model.refusal("task", f"cannot serve {', '.join(s.route for s in specs)} at once")
     return bound
+
+
+def link_all(model: LoadedModel, models: Mapping[str, LoadedModel], tasks: Tasks = TASKS) -> LoadedModel:
+    """``model`` given, by each task that serves it and has a :attr:`TaskSpec.link`, the models it names."""
+    for spec in tasks:
+        if spec.link is not None and (view := spec.view(model)) is not None:
+            model = spec.link(view, models)
+    return model

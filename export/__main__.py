@@ -13,6 +13,7 @@ COMMANDS = (
     "export.localize.cli",
     "export.localize.finetune.cli",
     "export.pose.cli",
+    "export.pose.scenes",
 )
 
 # Sub-commands that must run where only some packages are installed: only their own module is imported (the

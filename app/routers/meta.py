@@ -58,6 +58,7 @@ def _summary(m: LoadedModel, registry: Registry) -> ModelSummary:
         num_labels=len(s.labels),
         serves=serves,
         cam_methods=[method.value for method in cam.methods] if cam is not None else [],
+        person_model=s.person_model,
         metrics=s.metrics,
         provenance=s.provenance,
     )

@@ -78,19 +78,31 @@ class Prepared:
 
 
 def prepare(
-    data: bytes, model: LoadedModel, settings: Settings, region: Region | None = None, *, overlay: bool = False
+    data: bytes,
+    model: LoadedModel,
+    settings: Settings,
+    region: Region | None = None,
+    *,
+    overlay: bool = False,
+    region_side: float = 1.0,
 ) -> Prepared:
     """bytes -> oriented image -> model input (the image, or ``region`` of it, fitted to the model).  The image
     is decoded at the smallest scale that still gives the model (and, with ``overlay``, the overlay picture)
-    the pixels it needs."""
+    the pixels it needs - for a region of ``region_side`` times the image's sides when ``region`` is not known
+    yet (it is found on the decoded image, then fitted with :func:`fit_region`)."""
     opened = open_image(data, max_pixels=settings.max_image_pixels)
     reg = _checked_region(region, opened.width, opened.height)
-    fraction = model.spec.needed_fraction(reg[2] - reg[0], reg[3] - reg[1]) if settings.jpeg_draft else 1.0
+    w, h = (reg[2] - reg[0]) * region_side, (reg[3] - reg[1]) * region_side
+    fraction = model.spec.needed_fraction(w, h) if settings.jpeg_draft else 1.0
     if overlay:
         fraction = max(fraction, settings.overlay_max_side / max(opened.width, opened.height))
     decoded = opened.decode(min(1.0, fraction), settings.max_decode_bytes)
-    reg = _checked_region(region, decoded.width, decoded.height)
-    batch, fit = fit_image(decoded, model.spec, reg)
+    return fit_region(decoded, model, region)
+
+
+def fit_region(decoded: DecodedImage, model: LoadedModel, region: Region | None) -> Prepared:
+    """A decoded image, or ``region`` of it (xyxy pixels of the decoded image), fitted to ``model``'s input."""
+    batch, fit = fit_image(decoded, model.spec, _checked_region(region, decoded.width, decoded.height))
     return Prepared(decoded, batch, fit)
 
 

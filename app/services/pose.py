@@ -1,16 +1,38 @@
-"""/pose: 2k joint coordinates regressed for the person in a box (default: the whole image)."""
+"""/pose: 2k joint coordinates regressed for the person in a box: the request's, else the one the pose model's
+person finder draws (its sidecar's ``person_model``), else the whole image."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
 from app.config import Settings
-from app.core.overlay import display_image, draw_skeleton, png_bytes
+from app.core.overlay import display_image, draw_box, draw_skeleton, png_bytes
 from app.model import Arrays, LoadedModel, PoseModel
 from app.schemas import Edge, Joint, PoseResponse, Timings
-from app.services.common import Deadline, Outcome, Region, Stopwatch, b64, box_out, image_info, output_width, prepare
+from app.services.common import (
+    Deadline,
+    Outcome,
+    Prepared,
+    Region,
+    Stopwatch,
+    b64,
+    box_out,
+    fit_region,
+    image_info,
+    output_width,
+    prepare,
+)
+from app.services.localize import model_box_to_input_xyxy
+from app.sidecar import Task
+
+# Without a box, the image is decoded at the scale that gives the pose model its full input for a person whose
+# box spans this fraction of the image's sides (or more); a smaller person gets a blurrier crop.
+PERSON_MIN_SIDE = 0.25
 
 
 @dataclass(frozen=True)
@@ -37,13 +59,43 @@ def bind_pose(model: LoadedModel, warm: Arrays) -> PoseModel:
     return PoseModel(**model.common_fields(), joints=spec, visibility=visibility)
 
 
+def link_pose(model: PoseModel, models: Mapping[str, LoadedModel]) -> PoseModel:
+    """The sidecar's ``person_model``, when it names one: a loaded localize model with one class."""
+    name = model.sidecar.person_model
+    if name is None:
+        return model
+    person = models.get(name)
+    if person is None:
+        raise model.refusal("person_model", f"{name!r} is not loaded (it must be in models_dir and LOCSVC_MODELS)")
+    if person.sidecar.task is not Task.localize or len(person.sidecar.labels) != 1:
+        raise model.refusal("person_model", f"{name!r} must be a localize model with one class")
+    return dataclasses.replace(model, person=person)
+
+
+def person_region(finder: LoadedModel, decoded: Prepared, deadline: Deadline) -> Region | None:
+    """The box the person finder draws on the whole (decoded) image, xyxy image pixels; ``None`` if degenerate."""
+    found = fit_region(decoded.decoded, finder, None)
+    out = finder.run(found.batch, ["box"], deadline.left("the person finder"))
+    spec = finder.spec
+    xyxy = model_box_to_input_xyxy(out["box"][0], finder.sidecar.box_format or "rchw_norm", spec.width, spec.height)
+    x1, y1, x2, y2 = (float(v) for v in found.fit.input_boxes_to_image(xyxy))
+    w, h = decoded.decoded.width, decoded.decoded.height
+    x1, y1, x2, y2 = max(0.0, x1), max(0.0, y1), min(float(w), x2), min(float(h), y2)
+    return (x1, y1, x2, y2) if x2 - x1 >= 1 and y2 - y1 >= 1 else None
+
+
 def run_pose(
     model: PoseModel, data: bytes, params: PoseParams, settings: Settings, deadline: Deadline
 ) -> Outcome[PoseResponse]:
     spec = model.joints
     watch = Stopwatch()
-    prep = prepare(data, model, settings, region=params.box, overlay=params.overlay)
+    finder = model.person if params.box is None else None
+    side = PERSON_MIN_SIDE if finder is not None else 1.0
+    prep = prepare(data, model, settings, region=params.box, overlay=params.overlay, region_side=side)
     decode_ms = watch.lap()
+    source: Literal["request", "person_model", "image"] = "request" if params.box is not None else "image"
+    if finder is not None and (region := person_region(finder, prep, deadline)) is not None:
+        prep, source = fit_region(prep.decoded, model, region), "person_model"
     wanted = ["joints", "joint_visibility"] if model.visibility else ["joints"]
     out = model.run(prep.batch, wanted, deadline.left("inference"))
     inference_ms = watch.lap()
@@ -72,6 +124,8 @@ def run_pose(
         deadline.left("the overlay")
         canvas = display_image(prep.decoded.image, settings.overlay_max_side)
         s = canvas.width / width
+        if source == "person_model":
+            draw_box(canvas, [person.x1 * s, person.y1 * s, person.x2 * s, person.y2 * s], "person")
         draw_skeleton(canvas, points * s, spec.edges, spec.names)
         png = png_bytes(canvas)
     timings = Timings(decode_ms=decode_ms, inference_ms=inference_ms, postprocess_ms=watch.lap())
@@ -79,6 +133,7 @@ def run_pose(
         model=model.name,
         image=image_info(prep.decoded),
         person_box=person,
+        person_box_source=source,
         joints=joints,
         edges=edges,
         overlay_png=b64(png) if png is not None and params.embed else None,

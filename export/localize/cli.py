@@ -40,6 +40,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--lr", type=float, default=2e-3, help="heads' learning rate (AdamW, cosine)")
     p.add_argument("--tail-lr", type=float, default=5e-4, help="shared tail's learning rate")
+    p.add_argument(
+        "--fc-lr", type=float, default=None, help="classification head's rate (default: --lr; 0: frozen, as loaded)"
+    )
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=False, help="mirrored training copies")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)

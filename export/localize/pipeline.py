@@ -76,7 +76,9 @@ def run(args: argparse.Namespace) -> None:
     t_cache_train = time.time() - t0
     log.info(f"trunk outputs cached: train {train.feats.shape} ({t_cache_train:.0f}s)")
     model.box_head.init_to_box(train.boxes.mean(axis=0))
-    cfg = TrainConfig(epochs=args.epochs, batch=args.batch, lr=args.lr, tail_lr=args.tail_lr, seed=args.seed)
+    cfg = TrainConfig(
+        epochs=args.epochs, batch=args.batch, lr=args.lr, tail_lr=args.tail_lr, fc_lr=args.fc_lr, seed=args.seed
+    )
 
     t0 = time.time()
     cv_cfg = dataclasses.replace(cfg, epochs=args.cv_epochs)
@@ -117,7 +119,8 @@ def run(args: argparse.Namespace) -> None:
             "total": round(time.time() - t_start, 1),
         },
         "training": {
-            k: getattr(cfg, k) for k in ("epochs", "batch", "lr", "tail_lr", "weight_decay", "label_smoothing", "seed")
+            k: getattr(cfg, k)
+            for k in ("epochs", "batch", "lr", "tail_lr", "fc_lr", "weight_decay", "label_smoothing", "seed")
         }
         | {
             "cv_epochs": args.cv_epochs,

@@ -31,6 +31,7 @@ class TrainConfig:
     batch: int = 256
     lr: float = 2e-3
     tail_lr: float = 2e-4
+    fc_lr: float | None = None  # the classification head's rate (None: ``lr``; 0: kept as initialized)
     weight_decay: float = 1e-4
     label_smoothing: float = 0.1
     seed: int = 0
@@ -91,11 +92,14 @@ def train_heads(model: LocalizeNet, data: Split, alpha: float, cfg: TrainConfig,
     n = len(labels)
     steps_per_epoch = math.ceil(n / cfg.batch)
     total = cfg.epochs * steps_per_epoch
-    head_params = [*model.fc.parameters(), *model.box_head.parameters()]
-    opt = torch.optim.AdamW(
-        [{"params": head_params, "lr": cfg.lr}, {"params": list(model.tail.parameters()), "lr": cfg.tail_lr}],
-        weight_decay=cfg.weight_decay,
-    )
+    fc_lr = cfg.lr if cfg.fc_lr is None else cfg.fc_lr
+    groups = [
+        {"params": list(model.box_head.parameters()), "lr": cfg.lr},
+        {"params": list(model.tail.parameters()), "lr": cfg.tail_lr},
+    ]
+    if fc_lr > 0:
+        groups.append({"params": list(model.fc.parameters()), "lr": fc_lr})
+    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     base = [g["lr"] for g in opt.param_groups]
     warmup = max(1, total // 20)
     t0, step = time.time(), 0

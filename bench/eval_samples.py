@@ -1,0 +1,112 @@
+"""Real photos of the 200 Tiny ImageNet classes (``imagenet_samples_200``): classification, and the boxes drawn.
+
+    python -m bench.eval_samples --model efficientnet_lite0_tiny_localize --sheet /tmp/localize_sheet.png
+    python -m bench.eval_samples --model efficientnet_lite0_imagenet        # a /cam model, its 200 classes only
+
+What users send: one full-size ImageNet photo per class, labels only (no boxes: look at the drawn ones).  A
+check, not a tuning set.  Through the service functions (``run_localize``; for a /cam model ``run_cam``'s
+logits restricted to the 200 classes).  ``--sheet`` writes a contact sheet of every photo with its box and label
+(green when the class is right).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from app.config import REPO_MODELS, Settings
+from app.registry import Registry
+from app.services.common import Deadline
+from app.services.localize import LocalizeParams, run_localize
+from app.tasks import CAM, LOCALIZE
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "imagenet_samples_200"
+
+
+def photos(root: Path) -> list[tuple[Path, str]]:
+    """(photo, wnid) of every row of ``labels.csv``."""
+    with (root / "labels.csv").open() as f:
+        return [(root / "images" / r["file"], r["wnid"]) for r in csv.DictReader(f)]
+
+
+def classify_cam(registry: Registry, name: str, items: list[tuple[Path, str]], settings: Settings) -> list[bool]:
+    """A /cam model's top-1 among the 200 wnids (its logits through the service's own preprocessing)."""
+    from app.services.common import prepare
+
+    model = registry.get(CAM, name)
+    index = {lab.id: lab.index for lab in model.sidecar.labels}
+    wnids = sorted({w for _, w in items})
+    rows = np.array([index[w] for w in wnids])
+    ok = []
+    for path, wnid in items:
+        prep = prepare(path.read_bytes(), model, settings)
+        logits = model.run(prep.batch, ["logits"])["logits"][0]
+        ok.append(wnids[int(np.argmax(logits[rows]))] == wnid)
+    return ok
+
+
+def localize(
+    registry: Registry, name: str, items: list[tuple[Path, str]], settings: Settings
+) -> tuple[list[bool], list[tuple[float, float, float, float, str]]]:
+    model = registry.get(LOCALIZE, name)
+    ok, boxes = [], []
+    for path, wnid in items:
+        res = run_localize(
+            model, path.read_bytes(), LocalizeParams(top_k=1), settings, Deadline.start(settings.job_timeout_s)
+        ).response
+        ok.append(res.label.id == wnid)
+        boxes.append(
+            (res.box.normalized.x1, res.box.normalized.y1, res.box.normalized.x2, res.box.normalized.y2, res.label.name)
+        )
+    return ok, boxes
+
+
+def contact_sheet(
+    items: list[tuple[Path, str]], ok: list[bool], boxes: list[tuple[float, float, float, float, str]], out: Path
+) -> None:
+    """Every photo as a 160-px tile with its box and label, 20 a row."""
+    tile, cols = 160, 20
+    sheet = Image.new("RGB", (cols * tile, -(-len(items) // cols) * tile), "white")
+    for i, ((path, _), right, (x1, y1, x2, y2, label)) in enumerate(zip(items, ok, boxes, strict=True)):
+        with Image.open(path) as im:
+            img = im.convert("RGB").resize((tile, tile))
+        d = ImageDraw.Draw(img)
+        colour = (0, 200, 0) if right else (230, 0, 0)
+        d.rectangle([x1 * tile, y1 * tile, x2 * tile - 1, y2 * tile - 1], outline=colour, width=3)
+        d.text((3, tile - 12), label[:24], fill=colour)
+        sheet.paste(img, ((i % cols) * tile, (i // cols) * tile))
+    sheet.save(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="efficientnet_lite0_tiny_localize")
+    ap.add_argument("--models-dir", type=Path, default=REPO_MODELS)
+    ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--sheet", type=Path, default=None, help="write a contact sheet of the boxes (a /localize model)")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    settings = Settings(models_dir=args.models_dir, models=[args.model], intra_op_threads=args.threads)
+    registry = Registry.load(settings)
+    items = photos(args.data)
+    result: dict[str, Any] = {"model": args.model, "photos": len(items)}
+    if LOCALIZE.view(registry.models[args.model]) is not None:
+        ok, boxes = localize(registry, args.model, items, settings)
+        if args.sheet:
+            contact_sheet(items, ok, boxes, args.sheet)
+            result["sheet"] = str(args.sheet)
+    else:
+        ok = classify_cam(registry, args.model, items, settings)
+    result["top1_among_200"] = round(float(np.mean(ok)), 4)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
