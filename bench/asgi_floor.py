@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     import asyncio
 
     from bench.loadgen import run_load
-    from bench.perf import ENDPOINT_PHOTO, IMAGES, photo_jpeg
+    from bench.photos import ENDPOINT_PHOTO, IMAGES, photo_jpeg
     from bench.server import Server, environ_settings
 
     ap = argparse.ArgumentParser(

@@ -18,7 +18,7 @@ from app.registry import Registry
 from app.services.cam import CamParams, run_cam
 from app.services.common import Deadline
 from app.tasks import CAM
-from bench.perf import photo_jpeg
+from bench.photos import photo_jpeg
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,9 +5,9 @@ fit, onnxruntime and post-processing, with the ``Settings`` read from the same `
 environment as the server.  ``concurrency`` threads post in a closed loop; a semaphore of
 ``settings.max_concurrency`` admits them to the work, exactly as the server's inference limiter does.
 
-``python -m bench.perf_inproc`` is the worker the harness drives: it loads the registry once, then
-answers one JSON line per command read on stdin (``{"endpoint", "image", "concurrency", "duration_s"}``
-with the image as a path) with the run's summary.
+``python -m bench.perf_inproc`` is the worker the harness drives (:class:`bench.server.InprocWorker`): it
+loads the registry once, then answers one JSON line per command read on stdin (``{"endpoint", "image",
+"concurrency", "duration_s"}`` with the image as a path) with the run's summary.
 """
 
 from __future__ import annotations

@@ -266,7 +266,7 @@ def main() -> None:
         f"{onnx_path}: {onnx_path.stat().st_size / 1e6:.1f} MB (fp32 {fp32.path.stat().st_size / 1e6:.1f} MB); server load check passed"
     )
 
-    from bench.perf import photo_jpeg
+    from bench.photos import photo_jpeg
 
     photo = photo_jpeg(640, 480, "astronaut" if fp32.sidecar.task is Task.pose else "chelsea")
     models = {"fp32": fp32, "int8": int8}

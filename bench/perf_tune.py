@@ -17,8 +17,9 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from bench.perf import ENDPOINT_PHOTO, IMAGES, InprocWorker, Tally, machine_notes, parse_env, photo_jpeg
-from bench.server import ROOT, environ_settings, rss_mb
+from bench.perf_report import Tally, machine_notes
+from bench.photos import ENDPOINT_PHOTO, IMAGES, photo_jpeg
+from bench.server import ROOT, InprocWorker, environ_settings, parse_env, rss_mb
 
 
 def main() -> None:

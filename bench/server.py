@@ -8,7 +8,9 @@ command such as ``bentoml serve``) in a subprocess on a free loopback port.
 * :meth:`Server.wait_ready` polls ``/readyz`` until 200 and fails with the end of the log
   (:class:`ServerError`) when the process exits or the time is up; ``ready_s`` is from just before the start;
 * :meth:`Server.stop`: SIGTERM, wait for the graceful shutdown, then SIGKILL;
-* :func:`rss_mb` and :func:`cpu_s` of a process tree (psutil), for the benchmarks.
+* :func:`rss_mb` and :func:`cpu_s` of a process tree (psutil), for the benchmarks;
+* :class:`InprocWorker`: ``python -m bench.perf_inproc`` (the in-process limit) started the same way, driven
+  over stdin/stdout, for ``bench.perf`` and ``bench.perf_tune``.
 
 The harnesses whose documented knobs are the environment (``bench.perf``, ``bench.soak``,
 ``bench.asgi_floor``) pass :func:`environ_settings` on explicitly.
@@ -16,6 +18,7 @@ The harnesses whose documented knobs are the environment (``bench.perf``, ``benc
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import socket
@@ -25,9 +28,12 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import httpx
 import psutil
+
+from bench.loadgen import LoadResult
 
 ROOT = Path(__file__).resolve().parents[1]
 LOOPBACK = "127.0.0.1"
@@ -55,6 +61,17 @@ def server_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
     out["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     out["LOCSVC_AUTH"] = "off"
     return out | dict(env or {})
+
+
+def parse_env(pairs: list[str]) -> dict[str, str]:
+    """``--env KEY=VALUE`` options of a harness as a dict (exits on a pair without ``=``)."""
+    env: dict[str, str] = {}
+    for pair in pairs:
+        k, sep, v = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--env wants KEY=VALUE, got {pair!r}")
+        env[k] = v
+    return env
 
 
 def uvicorn_command(
@@ -160,6 +177,59 @@ class Server:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+class InprocWorker:
+    """``python -m bench.perf_inproc`` with the service's environment, driven over stdin/stdout."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.log = log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.perf_inproc"],
+            cwd=ROOT,
+            env=server_env(env),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+        )
+        hello = self._read()
+        self.load_s = float(hello["load_s"])
+
+    def _read(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the in-process worker exited with {self.proc.wait()}; see {self.log.name}")
+        out: dict[str, Any] = json.loads(line)
+        return out
+
+    def run(self, endpoint: str, image: Path, concurrency: int, duration_s: float) -> LoadResult:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(
+            (
+                json.dumps(
+                    {"endpoint": endpoint, "image": str(image), "concurrency": concurrency, "duration_s": duration_s}
+                )
+                + "\n"
+            ).encode()
+        )
+        self.proc.stdin.flush()
+        got = self._read()
+        res = LoadResult(endpoint, concurrency, float(got["duration_s"]), list(got["latencies_ms"]))
+        res.statuses.update({int(k): v for k, v in got["statuses"].items()})
+        return res
+
+    def stop(self) -> None:
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        self.log.close()
 
 
 def _tree(pid: int) -> list[psutil.Process]:

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 
 from bench.loadgen import run_load
-from bench.perf import photo_jpeg
+from bench.photos import photo_jpeg
 from bench.server import ROOT, Server, environ_settings, rss_mb
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,52 @@ EDGES = [[0, 1], [1, 2], [2, 3], [3, 4], [4, 5], [6, 7], [7, 8], [8, 9], [9, 10]
 
 def _init(name: str, arr: np.ndarray) -> onnx.TensorProto:
     return numpy_helper.from_array(arr.astype(np.float32), name)
+
+
+def _sidecar(
+    path: Path,
+    task: str,
+    size: int,
+    outputs: Iterable[str],
+    labels: list[dict[str, Any]],
+    seed: int,
+    edit: dict[str, Any] | None = None,
+    **extra: Any,
+) -> Path:
+    """Write the sidecar of the model saved at ``path`` (``<stem>.json``, its ``sha256`` of the file) and return
+    its path: the fields every tiny model shares, ``outputs`` named as themselves, then ``extra``; ``edit``:
+    fields to set (``None``: to remove) last."""
+    sidecar: dict[str, Any] = {
+        "schema_version": 1,
+        "name": path.stem,
+        "task": task,
+        "file": path.name,
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "input": {
+            "name": "image",
+            "layout": "NCHW",
+            "height": size,
+            "width": size,
+            "channels": "RGB",
+            "fit": "stretch",
+            "pre_resize": None,
+            "resample": "bilinear",
+        },
+        "normalization": {"scale": 1 / 255, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]},
+        "outputs": {n: n for n in outputs},
+        "labels": labels,
+        "provenance": {"weights": f"random, seed {seed}", "data": "none", "command": "tests/tiny_models.py"},
+        "metrics": {},
+        **extra,
+    }
+    for key, value in (edit or {}).items():
+        if value is None:
+            sidecar.pop(key, None)
+        else:
+            sidecar[key] = value
+    side = path.with_suffix(".json")
+    side.write_text(json.dumps(sidecar, indent=2))
+    return side
 
 
 def build(
@@ -116,42 +163,10 @@ def build(
     names = [o.name for o in outputs]
     if task == "pose":  # a pose model exposes only its joints (the CAM outputs stay internal)
         names = ["joints", "joint_visibility"]
-    sidecar = {
-        "schema_version": 1,
-        "name": path.stem,
-        "task": task,
-        "file": path.name,
-        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-        "input": {
-            "name": "image",
-            "layout": "NCHW",
-            "height": size,
-            "width": size,
-            "channels": "RGB",
-            "fit": "stretch",
-            "pre_resize": None,
-            "resample": "bilinear",
-        },
-        "normalization": {"scale": 1 / 255, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]},
-        "outputs": {n: n for n in names},
-        "labels": []
-        if task == "pose"
-        else [
-            {"index": i, "id": f"n{i:08d}", "name": f"class {i}", "aliases": f"class {i}, thing{i}"}
-            for i in range(classes)
-        ],
-        "provenance": {"weights": f"random, seed {seed}", "data": "none", "command": "tests/tiny_models.py"},
-        "metrics": {},
-        **extra,
-    }
-    for key, value in (edit or {}).items():
-        if value is None:
-            sidecar.pop(key, None)
-        else:
-            sidecar[key] = value
-    side = path.with_suffix(".json")
-    side.write_text(json.dumps(sidecar, indent=2))
-    return side
+    labels = [
+        {"index": i, "id": f"n{i:08d}", "name": f"class {i}", "aliases": f"class {i}, thing{i}"} for i in range(classes)
+    ]
+    return _sidecar(path, task, size, names, [] if task == "pose" else labels, seed, edit, **extra)
 
 
 def build_split(
@@ -248,29 +263,5 @@ def build_split(
         "pooled_head": True,
         **(head_edit or {}),
     }
-    side = path.with_suffix(".json")
-    sidecar = {
-        "schema_version": 1,
-        "name": path.stem,
-        "task": "cam",
-        "file": path.name,
-        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-        "input": {
-            "name": "image",
-            "layout": "NCHW",
-            "height": size,
-            "width": size,
-            "channels": "RGB",
-            "fit": "stretch",
-            "pre_resize": None,
-            "resample": "bilinear",
-        },
-        "normalization": {"scale": 1 / 255, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]},
-        "outputs": {n: n for n in ("features", "pooled", "logits")},
-        "labels": [{"index": i, "id": f"n{i:08d}", "name": f"class {i}"} for i in range(classes)],
-        "provenance": {"weights": f"random, seed {seed}", "data": "none", "command": "tests/tiny_models.py"},
-        "metrics": {},
-        "head": head,
-    }
-    side.write_text(json.dumps(sidecar, indent=2))
-    return side
+    labels = [{"index": i, "id": f"n{i:08d}", "name": f"class {i}"} for i in range(classes)]
+    return _sidecar(path, "cam", size, ("features", "pooled", "logits"), labels, seed, head=head)

@@ -6,4 +6,6 @@
 * :mod:`bench.peers.fastapi_app`: that pipeline behind a minimal FastAPI app (sync ``def`` routes, ``UploadFile``).
 * :mod:`bench.peers.bento_naive`: the same pipeline as a BentoML service, default or tuned
   (``PEER_BENTO_THREADS``); run from ``.venv-bento``, never imported by the app or the tests.
+* :mod:`bench.peers.drive`: what ``bench.perf`` uses to start these (and its BentoML contender), warm them up
+  and skip those that fail.
 """

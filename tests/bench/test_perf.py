@@ -16,17 +16,11 @@ import pytest
 from app.config import Settings
 from app.runtime import limit_blas_threads
 from bench.loadgen import LoadResult, build_request, read_response, run_load
-from bench.perf import (
-    InprocWorker,
-    Tally,
-    bento_budget,
-    check_targets,
-    main,
-    markdown_table,
-    round_ratios,
-)
+from bench.peers.drive import bento_budget
+from bench.perf import main
 from bench.perf_inproc import FifoGate, InProcess, run_inprocess
-from bench.server import Server, ServerError, cpu_s, environ_settings, free_port, rss_mb, server_env
+from bench.perf_report import Tally, check_targets, markdown_table, round_ratios
+from bench.server import InprocWorker, Server, ServerError, cpu_s, environ_settings, free_port, rss_mb, server_env
 from tests.conftest import encode, noise_image
 
 ENDPOINTS = ("/cam", "/localize", "/pose")
