@@ -168,8 +168,10 @@ def _refuse(refused: dict[str, Refusal], path: Path, exc: ModelLoadError) -> Non
 
 def _defaults(models: dict[str, LoadedModel], settings: Settings, tasks: Tasks) -> dict[str, str]:
     """Each task's default model: the one its setting names (start-up fails when that one is not loaded or
-    cannot serve it), else the first of its own task, else the first that serves it."""
+    cannot serve it), else the first of its own task, else the first that serves it - a pose model's person
+    finder (its ``person_model``) last, as it is a part of that model."""
     defaults: dict[str, str] = {}
+    finders = {m.sidecar.person_model for m in models.values()}
     for spec in tasks:
         name = spec.default(settings)
         if name is not None:
@@ -180,7 +182,7 @@ def _defaults(models: dict[str, LoadedModel], settings: Settings, tasks: Tasks) 
                 )
             defaults[spec.name] = name
             continue
-        served = [m for m in models.values() if spec.view(m) is not None]
+        served = sorted((m for m in models.values() if spec.view(m) is not None), key=lambda m: m.name in finders)
         first = next((m for m in served if m.sidecar.task == spec.name), served[0] if served else None)
         if first is not None:
             defaults[spec.name] = first.name

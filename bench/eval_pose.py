@@ -92,11 +92,14 @@ def evaluate_scenes(model: PoseModel, scenes_dir: Path, settings: Settings) -> d
         data = (scenes_dir / r["file"]).read_bytes()
         found, box = answer(model, data, None, settings)
         given, _ = answer(model, data, tuple(r["box"]), settings)
+        with Image.open(scenes_dir / r["file"]) as im:
+            whole, _ = answer(model, data, (0.0, 0.0, float(im.width), float(im.height)), settings)
         rows.append(
             {
                 "kind": r["kind"],
                 "found": found,
                 "given": given,
+                "whole": whole,
                 "iou": iou([box.x1, box.y1, box.x2, box.y2], r["box"]),
                 "gt": r["joints"],
                 "mask": r["annotated"],
@@ -113,6 +116,7 @@ def evaluate_scenes(model: PoseModel, scenes_dir: Path, settings: Settings) -> d
             "scenes": len(sel),
             "no_box": scores([x["found"] for x in sel], gt, mask),
             "true_box": scores([x["given"] for x in sel], gt, mask),
+            "whole_image": scores([x["whole"] for x in sel], gt, mask),
             "person_box_iou_mean": round(float(ious.mean()), 4),
             "person_box_iou>=0.5": round(float((ious >= 0.5).mean()), 4),
         }

@@ -33,6 +33,10 @@ from app.sidecar import Task
 # Without a box, the image is decoded at the scale that gives the pose model its full input for a person whose
 # box spans this fraction of the image's sides (or more); a smaller person gets a blurrier crop.
 PERSON_MIN_SIDE = 0.25
+# The finder looks PERSON_LOOKS times: first at the whole image, then each time at a region PERSON_REFINE times
+# its last box's sides, about the same centre.
+PERSON_LOOKS = 3
+PERSON_REFINE = 1.5
 
 
 @dataclass(frozen=True)
@@ -72,16 +76,30 @@ def link_pose(model: PoseModel, models: Mapping[str, LoadedModel]) -> PoseModel:
     return dataclasses.replace(model, person=person)
 
 
-def person_region(finder: LoadedModel, decoded: Prepared, deadline: Deadline) -> Region | None:
-    """The box the person finder draws on the whole (decoded) image, xyxy image pixels; ``None`` if degenerate."""
-    found = fit_region(decoded.decoded, finder, None)
-    out = finder.run(found.batch, ["box"], deadline.left("the person finder"))
-    spec = finder.spec
-    xyxy = model_box_to_input_xyxy(out["box"][0], finder.sidecar.box_format or "rchw_norm", spec.width, spec.height)
-    x1, y1, x2, y2 = (float(v) for v in found.fit.input_boxes_to_image(xyxy))
-    w, h = decoded.decoded.width, decoded.decoded.height
-    x1, y1, x2, y2 = max(0.0, x1), max(0.0, y1), min(float(w), x2), min(float(h), y2)
-    return (x1, y1, x2, y2) if x2 - x1 >= 1 and y2 - y1 >= 1 else None
+def person_region(finder: LoadedModel, prep: Prepared, deadline: Deadline) -> Region | None:
+    """The box the person finder draws, xyxy image pixels (``None`` if degenerate): first on the whole image,
+    then again on a region around its box (:data:`PERSON_LOOKS`, :data:`PERSON_REFINE`), where the person is
+    larger in its input: a cascade of the same model."""
+    w, h = prep.decoded.width, prep.decoded.height
+    region: Region | None = None
+    box: Region | None = None
+    for look in range(1, PERSON_LOOKS + 1):
+        found = fit_region(prep.decoded, finder, region)
+        out = finder.run(found.batch, ["box"], deadline.left("the person finder"))
+        spec = finder.spec
+        fmt = finder.sidecar.box_format or "rchw_norm"
+        xyxy = model_box_to_input_xyxy(out["box"][0], fmt, spec.width, spec.height)
+        x1, y1, x2, y2 = (float(v) for v in found.fit.input_boxes_to_image(xyxy))
+        x1, y1, x2, y2 = max(0.0, x1), max(0.0, y1), min(float(w), x2), min(float(h), y2)
+        if x2 - x1 < 1 or y2 - y1 < 1:
+            return box  # degenerate: the previous stage's box, if any
+        box = (x1, y1, x2, y2)
+        if look < PERSON_LOOKS:
+            cx, cy, hw, hh = (x1 + x2) / 2, (y1 + y2) / 2, PERSON_REFINE * (x2 - x1) / 2, PERSON_REFINE * (y2 - y1) / 2
+            region = (max(0.0, cx - hw), max(0.0, cy - hh), min(float(w), cx + hw), min(float(h), cy + hh))
+        else:
+            break
+    return box
 
 
 def run_pose(

@@ -7,13 +7,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 
 from app.config import Settings
 from app.registry import Registry
-from app.services.common import Deadline
-from app.services.localize import LocalizeParams, run_localize
+from app.services import pose as pose_service
+from app.services.common import Deadline, fit_region, prepare
+from app.services.localize import LocalizeParams, model_box_to_input_xyxy, run_localize
 from app.tasks import LOCALIZE, POSE
 from tests.conftest import encode, files, noise_image
 from tests.tiny_models import build
@@ -47,6 +49,7 @@ def test_a_missing_or_unfit_finder_refuses_the_pose_model(person_dir: Path) -> N
     }
     assert "'nobody' is not loaded" in registry.refused["pose_missing.json"].reason
     assert "one class" in registry.refused["pose_unfit.json"].reason
+    assert registry.defaults["localize"] == "finder"  # the only localize model
     found = registry.get(POSE, "pose_found")
     assert found.person is registry.models["finder"] and registry.get(POSE, "pose_plain").person is None
 
@@ -56,7 +59,10 @@ def test_a_finder_left_out_of_the_models_setting_refuses_its_pose_model(person_d
     assert "pose_found" not in registry.models and registry.refused["pose_found.json"].field == "person_model"
 
 
-async def test_no_box_runs_the_finder_and_a_box_overrides_it(make_client: Callable[..., Any], person_dir: Path) -> None:
+async def test_no_box_runs_the_finder_and_a_box_overrides_it(
+    make_client: Callable[..., Any], person_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pose_service, "PERSON_LOOKS", 1)  # one look: the finder's own /localize box
     img = encode(noise_image(120, 80, seed=2))
     settings = Settings(models_dir=person_dir, jpeg_draft=False)  # both decode the whole image: the same pixels
     registry = Registry.load(settings)
@@ -83,3 +89,65 @@ async def test_no_box_runs_the_finder_and_a_box_overrides_it(make_client: Callab
         assert models["pose_found"]["person_model"] == "finder" and models["pose_plain"]["person_model"] is None
         png = await client.post("/pose", files=files(img), params={"format": "png"})
         assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+
+
+def test_a_person_finder_is_the_localize_default_only_when_it_is_the_only_one(person_dir: Path, tmp_path: Path) -> None:
+    for f in person_dir.iterdir():
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    build("localize", tmp_path / "zz_objects.onnx", seed=2)  # sorts after the finder
+    registry = Registry.load(Settings(models_dir=tmp_path))
+    assert registry.defaults["localize"] == "zz_objects" and registry.defaults["cam"] == "many"
+
+
+def test_each_look_of_the_cascade_is_the_finder_on_a_region_around_the_last_box(person_dir: Path) -> None:
+    img = encode(noise_image(160, 120, seed=4))
+    settings = Settings(models_dir=person_dir, jpeg_draft=False)
+    registry = Registry.load(settings)
+    finder, pose = registry.get(LOCALIZE, "finder"), registry.get(POSE, "pose_found")
+    prep = prepare(img, pose, settings)
+    region = None
+    for _ in range(pose_service.PERSON_LOOKS):  # the cascade, written out
+        found = fit_region(prep.decoded, finder, region)
+        raw = finder.run(found.batch, ["box"])["box"][0]
+        xyxy = model_box_to_input_xyxy(raw, "rchw_norm", finder.spec.width, finder.spec.height)
+        x1, y1, x2, y2 = np.clip(found.fit.input_boxes_to_image(xyxy), 0, [160, 120, 160, 120])
+        g = pose_service.PERSON_REFINE
+        cx, cy, hw, hh = (x1 + x2) / 2, (y1 + y2) / 2, g * (x2 - x1) / 2, g * (y2 - y1) / 2
+        region = (max(0.0, cx - hw), max(0.0, cy - hh), min(160.0, cx + hw), min(120.0, cy + hh))
+    got = pose_service.person_region(finder, prep, Deadline.start(5))
+    assert got is not None and np.allclose(got, [x1, y1, x2, y2], atol=1e-6)
+
+
+async def test_the_bundled_pose_model_finds_a_held_out_lsp_person_in_a_larger_photo(
+    real_models_dir: Path, shared_data: Path
+) -> None:
+    """LSP image 901 (held out) pasted at 60 % of a 4:3 photo's height onto a plain grey background: /pose with no
+    box draws a person box on it and puts the joints near the truth."""
+    from PIL import Image
+
+    from app.factory import create_app
+    from export.pose.data import joints_box, read_lsp_joints
+    from export.pose.metrics import pcp
+
+    xy, annotated, _ = read_lsp_joints(shared_data / "lsp_train" / "joints.mat")
+    with Image.open(shared_data / "lsp_train" / "images" / "im0901.jpg") as im:
+        person = im.convert("RGB")
+    scale = 0.6 * 480 / person.height
+    person = person.resize((round(person.width * scale), round(person.height * scale)))
+    scene = Image.new("RGB", (640, 480), (128, 128, 128))
+    scene.paste(person, (380, 100))
+    truth = xy[900] * [person.width / im.width, person.height / im.height] + [380, 100]
+    names = ["efficientnet_lite0_lsp_pose", "efficientnet_lite0_person_box"]
+    app = create_app(Settings(models_dir=real_models_dir, models=names, auth=False))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            r = (await client.post("/pose", files=files(encode(scene)))).json()
+    assert r["person_box_source"] == "person_model"
+    box = [r["person_box"][k] for k in ("x1", "y1", "x2", "y2")]
+    x1, y1, x2, y2 = joints_box(truth, annotated[900])
+    inter = max(0, min(box[2], x2) - max(box[0], x1)) * max(0, min(box[3], y2) - max(box[1], y1))
+    union = (box[2] - box[0]) * (box[3] - box[1]) + (x2 - x1) * (y2 - y1) - inter
+    assert inter / union >= 0.5
+    joints = np.array([[j["x"], j["y"]] for j in r["joints"]])
+    assert pcp(joints[None], truth[None], annotated[900][None])["mean"] >= 0.5
