@@ -45,7 +45,7 @@ def parse_box(text: str | None, fmt: BoxFormat) -> Region | None:
     response_model=PoseResponse,
     responses=PNG_RESPONSE,
     openapi_extra=IMAGE_BODY_OPENAPI,
-    summary="Where are the person's joints? 14 LSP joints and the skeleton",
+    summary="Where are the person's joints? 14 LSP joints, the skeleton and the person's box",
 )
 async def pose(
     ctx: InferenceDep,  # first: readiness and a place before the body is read
@@ -55,7 +55,8 @@ async def pose(
         str | None,
         Query(
             description="The person's box in image pixels, 4 comma-separated numbers (see box_format). "
-            "Default: the whole image (LSP-style person crops).",
+            "Default: the box the pose model's person finder draws (its sidecar's person_model), or the whole "
+            "image for a model without one.",
             examples=["40,10,260,400"],
         ),
     ] = None,
