@@ -157,6 +157,7 @@ class CamResponse(BaseModel):
     normalization: str = Field(description="How each map was brought to [0, 1] before thresholding.")
     region: str = Field(description="Which connected region of the thresholded map the box encloses.")
     grid_size: tuple[int, int] = Field(description="(rows, columns) of the CAM feature grid.")
+    tta: str = Field("none", description="Test-time augmentation: `none`, or `flip` (the image and its mirror).")
     method: str = Field(
         "cam",
         description="How the class maps were computed (cam, gradcam, ablationcam, reciprocam, scorecam, eigencam).",

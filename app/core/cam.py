@@ -30,6 +30,24 @@ F32 = npt.NDArray[np.float32]
 _EIGHT = np.ones((3, 3), dtype=bool)
 
 
+class CamTta(StrEnum):
+    """Test-time augmentation of /cam: the network's volume and logits averaged over views of the image."""
+
+    none = "none"
+    flip = "flip"  # the image and its mirror; the mirror's volume is mirrored back before averaging
+
+
+def flip_average(features: npt.ArrayLike, mirrored: npt.ArrayLike) -> F32:
+    """The mean of a volume ``(K, R, C)`` and the volume of the mirrored image, mirrored back (its columns
+    reversed).  As a CAM is linear in the volume, the CAM of the mean is the mean of the two CAMs."""
+    v = np.asarray(features, dtype=np.float32)
+    m = np.asarray(mirrored, dtype=np.float32)
+    if v.shape != m.shape or v.ndim != 3:
+        raise ValueError(f"two volumes (K, R, C) of one shape, got {v.shape} and {m.shape}")
+    out: F32 = (v + m[:, :, ::-1]) / np.float32(2.0)
+    return out
+
+
 class CamNorm(StrEnum):
     """How a map is brought to [0, 1] before thresholding."""
 

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from app.core.cam import CamNorm, CamRegion
+from app.core.cam import CamNorm, CamRegion, CamTta
 from app.core.cam_methods import CamMethod
 from app.deps import ImageUpload, InferenceDep
 from app.errors import InvalidParameter
@@ -64,6 +64,13 @@ async def cam(
     max_masks: Annotated[
         int, Query(ge=1, le=1024, description="scorecam: at most this many masked images (also bounded in time).")
     ] = SCORE_CAM_MASKS,
+    tta: Annotated[
+        CamTta,
+        Query(
+            description="Test-time augmentation: `flip` runs the image and its mirror and averages their feature "
+            "volumes (mirrored back) and logits before the maps; about twice the inference time."
+        ),
+    ] = CamTta.none,
     overlay: Overlay = False,
     format: Format = OutputFormat.json,
 ) -> CamResponse | Response:
@@ -87,6 +94,7 @@ async def cam(
             embed=embed,
             method=served.resolve_method(method),
             max_masks=max_masks,
+            tta=tta,
         )
 
     return await serve(ctx, CAM, model, image, params, format)

@@ -15,10 +15,12 @@ from app.config import Settings
 from app.core.cam import (
     CamNorm,
     CamRegion,
+    CamTta,
     Resampler,
     bilinear_weights,
     cam_scores,
     class_activation_maps,
+    flip_average,
     normalize_map,
     threshold_box,
 )
@@ -72,6 +74,7 @@ class CamParams:
     embed: bool = False  # and put it, base64, in the JSON
     method: CamMethod = CamMethod.cam
     max_masks: int = SCORE_CAM_MASKS
+    tta: CamTta = CamTta.none
 
 
 def bind_cam(model: LoadedModel, warm: Arrays) -> CamModel:
@@ -110,6 +113,22 @@ def bind_cam(model: LoadedModel, warm: Arrays) -> CamModel:
     return CamModel(**model.common_fields(), cam_weight=w, cam_bias=b, head=head, methods=tuple(methods))
 
 
+def volume_and_logits(model: CamModel, batch: F32, tta: CamTta, deadline: Deadline) -> tuple[F32, F32]:
+    """The volume entering GAP ``(K, R, C)`` and the logits ``(Y,)`` of one image; with ``tta=flip``, the means
+    over the image and its mirror (one run of both, or two when the model's batch is fixed)."""
+    if tta is CamTta.none:
+        out = model.run(batch, ["features", "logits"], deadline.left("inference"))
+        return out["features"][0], out["logits"][0]
+    mirror = np.ascontiguousarray(batch[..., ::-1])
+    if isinstance(model.session.get_inputs()[0].shape[0], int):
+        runs = [model.run(x, ["features", "logits"], deadline.left("inference")) for x in (batch, mirror)]
+        feats, logits = [r["features"][0] for r in runs], [r["logits"][0] for r in runs]
+    else:
+        out = model.run(np.concatenate([batch, mirror]), ["features", "logits"], deadline.left("inference"))
+        feats, logits = list(out["features"]), list(out["logits"])
+    return flip_average(feats[0], feats[1]), (logits[0] + logits[1]) / np.float32(2.0)
+
+
 def raster_size(width: int, height: int, max_side: int) -> tuple[int, int]:
     """(h, w) of the raster the CAM is resampled onto: the image's shape, long side <= max_side."""
     scale = min(1.0, max_side / max(width, height))
@@ -122,10 +141,9 @@ def run_cam(
     watch = Stopwatch()
     prep = prepare(data, model, settings, overlay=params.overlay)
     decode_ms = watch.lap()
-    out = model.run(prep.batch, ["features", "logits"], deadline.left("inference"))
+    feats, logits = volume_and_logits(model, prep.batch, params.tta, deadline)
     inference_ms = watch.lap()
 
-    feats, logits = out["features"][0], out["logits"][0]
     probs = softmax(logits)
     classes = [params.class_index] if params.class_index is not None else top_k(probs, params.top_k)
     found = class_maps(model, params.method, prep.batch, feats, logits, classes, deadline, params.max_masks)
@@ -168,6 +186,7 @@ def run_cam(
         region=params.region.value,
         grid_size=(grid_h, grid_w),
         method=params.method.value,
+        tta=params.tta.value,
         masks=found.masks,
         masks_total=found.masks_total,
         classes=results,
