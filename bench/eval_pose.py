@@ -1,6 +1,7 @@
 """Body joints of a /pose model on held-out people, through the service's own pipeline.
 
     python -m bench.eval_pose --model efficientnet_lite0_lsp_pose
+    python -m bench.eval_pose --model efficientnet_lite0_lsp_pose --no-box
     python -m bench.eval_pose --model efficientnet_lite0_lsp_pose --scenes cache/person_scenes
 
 Default: LSP images 801-1000 (never trained on), the whole image given as the person box (LSP crops are person
@@ -64,9 +65,11 @@ def answer(model: PoseModel, data: bytes, box: Region | None, settings: Settings
     return [[j.x, j.y] for j in res.joints], res.person_box
 
 
-def evaluate(model: LoadedModel, root: Path, settings: Settings, indices: range = HELD_OUT) -> dict[str, Any]:
+def evaluate(
+    model: LoadedModel, root: Path, settings: Settings, indices: range = HELD_OUT, *, no_box: bool = False
+) -> dict[str, Any]:
     """Mean PCP (8 arm and leg limbs), PCP per part and PCK@0.2 over the LSP images ``indices``, each given its
-    whole image as the box."""
+    whole image as the box (``no_box``: none, so the pose model's person finder draws it)."""
     pose_model = POSE.view(model)
     if pose_model is None:
         raise ValueError(f"{model.name} does not serve /pose")
@@ -76,7 +79,8 @@ def evaluate(model: LoadedModel, root: Path, settings: Settings, indices: range 
     for path in lsp_images(root, indices):
         with Image.open(path) as im:
             w, h = im.size
-        preds.append(answer(pose_model, path.read_bytes(), (0.0, 0.0, float(w), float(h)), settings)[0])
+        box = None if no_box else (0.0, 0.0, float(w), float(h))
+        preds.append(answer(pose_model, path.read_bytes(), box, settings)[0])
     out = {"images": len(indices), **scores(preds, xy[list(indices)], annotated[list(indices)])}
     return {**out, "seconds": round(time.perf_counter() - t0, 1)}
 
@@ -129,12 +133,16 @@ def main() -> None:
     ap.add_argument("--models-dir", type=Path, default=REPO_MODELS)
     ap.add_argument("--data", type=Path, default=LSP)
     ap.add_argument("--scenes", type=Path, default=None, help="person-scenes folder (val.json): score without a box")
+    ap.add_argument("--no-box", action="store_true", help="LSP images with no box: the person finder draws it")
     ap.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads")
     args = ap.parse_args()
     settings = Settings(models_dir=args.models_dir, intra_op_threads=args.threads, max_concurrency=1)
     registry = Registry.load(settings)
     model = registry.get(POSE, args.model)
-    result = evaluate_scenes(model, args.scenes, settings) if args.scenes else evaluate(model, args.data, settings)
+    if args.scenes:
+        result = evaluate_scenes(model, args.scenes, settings)
+    else:
+        result = evaluate(model, args.data, settings, no_box=args.no_box)
     print(json.dumps(result, indent=2))
 
 
