@@ -347,6 +347,7 @@ def main() -> None:
     ap.add_argument("--per-class", type=int, default=None, help="train split: images per class")
     ap.add_argument("--offset", type=int, default=0, help="train split: skip this many images per class")
     ap.add_argument("--model", default="efficientnet_lite0_imagenet")
+    ap.add_argument("--models-dir", type=Path, default=REPO_MODELS, help="where MODEL.json lies (default: models/)")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument(
@@ -362,7 +363,7 @@ def main() -> None:
         return
 
     settings = Settings(intra_op_threads=args.threads)
-    side = REPO_MODELS / f"{args.model}.json"
+    side = args.models_dir / f"{args.model}.json"
     model = load_model(side, settings)
     samples = tiny_imagenet(args.data, args.split, args.per_class, args.offset)[: args.limit]
     wnids = (args.data / "wnids.txt").read_text().split()

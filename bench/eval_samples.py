@@ -68,6 +68,37 @@ def localize(
     return ok, boxes
 
 
+def thumbnail_gap(
+    registry: Registry, name: str, items: list[tuple[Path, str]], settings: Settings, side: int = 64
+) -> dict[str, float]:
+    """The train/serve gap without boxes: each photo's box and class against those of the same photo made a
+    ``side``-px thumbnail (what the training images are) and sent as a PNG.  Mean IoU of the two boxes, and how
+    often the class agrees."""
+    import io
+
+    from PIL import Image as PILImage
+
+    from app.core.boxes import iou
+
+    model = registry.get(LOCALIZE, name)
+    ious, same = [], []
+    for path, _ in items:
+        answers = []
+        with PILImage.open(path) as im:
+            small = im.convert("RGB").resize((side, side), PILImage.Resampling.BILINEAR)
+        buf = io.BytesIO()
+        small.save(buf, format="PNG")
+        for data in (path.read_bytes(), buf.getvalue()):
+            res = run_localize(
+                model, data, LocalizeParams(top_k=1), settings, Deadline.start(settings.job_timeout_s)
+            ).response
+            n = res.box.normalized
+            answers.append((np.array([n.x1, n.y1, n.x2, n.y2]), res.label.id))
+        ious.append(float(iou(answers[0][0], answers[1][0])))
+        same.append(answers[0][1] == answers[1][1])
+    return {"box_iou_photo_vs_thumbnail": round(float(np.mean(ious)), 4), "same_class": round(float(np.mean(same)), 4)}
+
+
 def contact_sheet(
     items: list[tuple[Path, str]], ok: list[bool], boxes: list[tuple[float, float, float, float, str]], out: Path
 ) -> None:
@@ -91,6 +122,7 @@ def main() -> None:
     ap.add_argument("--models-dir", type=Path, default=REPO_MODELS)
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--sheet", type=Path, default=None, help="write a contact sheet of the boxes (a /localize model)")
+    ap.add_argument("--gap", action="store_true", help="a /localize model: photo vs its 64-px thumbnail, box IoU")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     settings = Settings(models_dir=args.models_dir, models=[args.model], intra_op_threads=args.threads)
@@ -102,6 +134,8 @@ def main() -> None:
         if args.sheet:
             contact_sheet(items, ok, boxes, args.sheet)
             result["sheet"] = str(args.sheet)
+        if args.gap:
+            result["thumbnail_gap"] = thumbnail_gap(registry, args.model, items, settings)
     else:
         ok = classify_cam(registry, args.model, items, settings)
     result["top1_among_200"] = round(float(np.mean(ok)), 4)

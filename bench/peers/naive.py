@@ -1,7 +1,8 @@
 """The pipeline a user writes in an afternoon around the bundled models: no service code, plain Pillow and numpy.
 
 Sizes and normalization are read from each model's sidecar JSON; the models from ``PEER_CAM_MODEL``,
-``PEER_LOCALIZE_MODEL``, ``PEER_POSE_MODEL`` (defaults: the fp32 ones).
+``PEER_LOCALIZE_MODEL``, ``PEER_POSE_MODEL`` (defaults: the fp32 ones).  Like the service, /pose finds the person
+first when the pose sidecar names a person finder (one look, then the crop).
 """
 
 import io
@@ -19,6 +20,7 @@ MODELS = Path(os.environ.get("PEER_MODELS_DIR", Path(__file__).resolve().parents
 
 class Model:
     weight: Any = None  # the CAM model's dense layer
+    finder: "Model | None" = None  # the pose model's person finder (its sidecar's person_model)
 
     def __init__(self, name: str) -> None:
         self.meta = json.loads((MODELS / f"{name}.json").read_text())
@@ -29,11 +31,14 @@ class Model:
 
     def prepare(self, data: bytes) -> tuple[Image.Image, Any]:
         img = Image.open(io.BytesIO(data)).convert("RGB")
+        return img, self.tensor(img)
+
+    def tensor(self, img: Image.Image) -> Any:
         size = (self.meta["input"]["width"], self.meta["input"]["height"])
         norm = self.meta["normalization"]
         x = np.asarray(img.resize(size, Image.Resampling.BILINEAR), dtype=np.float32) * norm["scale"]
         x = (x - np.array(norm["mean"], dtype=np.float32)) / np.array(norm["std"], dtype=np.float32)
-        return img, x.transpose(2, 0, 1)[None]
+        return x.transpose(2, 0, 1)[None]
 
     def run(self, x: Any, outputs: list[str]) -> list[Any]:
         return self.sess.run(outputs, {self.sess.get_inputs()[0].name: x})  # type: ignore[no-any-return]
@@ -46,6 +51,8 @@ def load_models() -> tuple[Model, Model, Model]:
     cam.weight = cam.run(np.zeros((1, 3, *size), np.float32), ["cam_weight"])[0]
     loc = Model(os.environ.get("PEER_LOCALIZE_MODEL", "efficientnet_lite0_tiny_localize"))
     pose = Model(os.environ.get("PEER_POSE_MODEL", "efficientnet_lite0_lsp_pose"))
+    if pose.meta.get("person_model"):
+        pose.finder = Model(pose.meta["person_model"])
     return cam, loc, pose
 
 
@@ -76,13 +83,21 @@ def localize(model: Model, data: bytes) -> dict[str, Any]:
 
 
 def pose(model: Model, data: bytes) -> dict[str, Any]:
-    img, x = model.prepare(data)
-    (joints,) = model.run(x, ["joints"])
+    img = Image.open(io.BytesIO(data)).convert("RGB")
+    x0, y0 = 0, 0
+    if model.finder is not None:  # the person's box first, then the joints on that crop
+        (box,) = model.finder.run(model.finder.tensor(img), ["box"])
+        r, c, h, w = box[0].tolist()
+        x0, y0 = int(c * img.width), int(r * img.height)
+        x1, y1 = max(x0 + 1, int((c + w) * img.width)), max(y0 + 1, int((r + h) * img.height))
+        img = img.crop((x0, y0, x1, y1))
+    (joints,) = model.run(model.tensor(img), ["joints"])
     width, height = img.size
     names = model.meta["joints"]["names"]
     xy = joints[0].reshape(-1, 2)
     return {
         "joints": [
-            {"name": n, "x": float(a * width), "y": float(b * height)} for n, (a, b) in zip(names, xy, strict=True)
+            {"name": n, "x": float(x0 + a * width), "y": float(y0 + b * height)}
+            for n, (a, b) in zip(names, xy, strict=True)
         ]
     }

@@ -1,4 +1,4 @@
-"""``python -m export cam``: export a GAP classifier (default: EfficientNet-Lite0 ImageNet) for /cam."""
+"""``python -m export cam``: export a GAP classifier (default: EfficientNet-Lite0 ImageNet; or Lite1) for /cam."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import torch
 from torch import nn
 
 from export.cam.model import LiteClassifier, load_user_model, sample_images
-from export.common.efficientnet_lite import LITE0_WEIGHTS, load_pretrained
+from export.common.efficientnet_lite import LITE_VARIANTS, load_pretrained
 from export.common.logs import get_logger
 from export.common.onnx_export import GapClassifier, export_onnx, verify_onnx, verify_wrapper
 from export.common.sidecar import imagenet_labels, provenance, stretch_input, write_sidecar
 
-DEFAULT_NAME = "efficientnet_lite0_imagenet"
+DEFAULT_NAME = "efficientnet_{backbone}_imagenet"  # lite0: the bundled model
 log = get_logger(__name__)
 
 
@@ -62,11 +62,17 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p = sub.add_parser(
         "cam",
         help="export a GAP -> dense classifier to ONNX (features, pooled, logits, cam_weight, cam_bias)",
-        description="Export EfficientNet-Lite0 (ImageNet, default) or your own GAP classifier for /cam.",
+        description="Export EfficientNet-Lite0 (ImageNet, default), -Lite1 or your own GAP classifier for /cam.",
     )
-    p.add_argument("--out", type=Path, default=Path("models") / f"{DEFAULT_NAME}.onnx")
+    p.add_argument(
+        "--backbone",
+        choices=sorted(LITE_VARIANTS),
+        default="lite0",
+        help="the pretrained EfficientNet-Lite to export when no --model is given (lite1: deeper, 240 px)",
+    )
+    p.add_argument("--out", type=Path, default=None, help="default: models/efficientnet_<backbone>_imagenet.onnx")
     p.add_argument("--name", default=None, help="model name in the API (default: file stem)")
-    p.add_argument("--size", type=int, default=224, help="square input side, a multiple of 32")
+    p.add_argument("--size", type=int, default=None, help="square input side (default: the backbone's, 224 / 240)")
     p.add_argument("--model", default=None, help="your own model: package.module:factory (returns nn.Module)")
     p.add_argument("--feature-layer", default="features", help="submodule whose output is the last conv volume")
     p.add_argument("--dense-layer", default="fc", help="the nn.Linear applied to GAP(features)")
@@ -84,14 +90,17 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def run(args: argparse.Namespace) -> None:
     """Export the chosen classifier, verify it and write its sidecar."""
-    if args.size % 32:
-        raise SystemExit("--size must be a multiple of 32")
+    variant = LITE_VARIANTS[args.backbone]
+    args.size = args.size or variant.size
+    args.out = args.out or Path("models") / f"{DEFAULT_NAME.format(backbone=variant.name)}.onnx"
+    if args.size < 32:
+        raise SystemExit("--size must be at least 32")
     if args.model:
         model = load_user_model(args.model)
         weights = args.model
     else:
-        model = LiteClassifier(load_pretrained())
-        weights = LITE0_WEIGHTS
+        model = LiteClassifier(load_pretrained(backbone=variant.name))
+        weights = variant.weights
     labels = json.loads(args.labels.read_text()) if args.labels else imagenet_labels()
     norm = {"scale": 1.0 / 255.0, "mean": list(args.mean), "std": list(args.std)}
     log.info(f"exporting {weights} at {args.size}x{args.size} -> {args.out}")

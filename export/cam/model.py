@@ -1,4 +1,4 @@
-"""The classifiers ``cam`` exports: EfficientNet-Lite0 with named ``features``/``fc``, or a user's factory."""
+"""The classifiers ``cam`` exports: EfficientNet-Lite0/1 with named ``features``/``fc``, or a user's factory."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from export.common.efficientnet_lite import EfficientNetLite0
+from export.common.efficientnet_lite import EfficientNetLite
 
 
 class _LiteFeatures(nn.Module):
-    """Expose ``EfficientNetLite0.features`` as a named submodule so the generic wrapper can hook it."""
+    """Expose ``EfficientNetLite.features`` as a named submodule so the generic wrapper can hook it."""
 
-    def __init__(self, net: EfficientNetLite0) -> None:
+    def __init__(self, net: EfficientNetLite) -> None:
         super().__init__()
         self.net = net
 
@@ -23,9 +23,9 @@ class _LiteFeatures(nn.Module):
 
 
 class LiteClassifier(nn.Module):
-    """EfficientNet-Lite0 as ``features -> GAP -> fc`` with named submodules ``features`` and ``fc``."""
+    """EfficientNet-Lite0/1 as ``features -> GAP -> fc`` with named submodules ``features`` and ``fc``."""
 
-    def __init__(self, net: EfficientNetLite0) -> None:
+    def __init__(self, net: EfficientNetLite) -> None:
         super().__init__()
         self.features = _LiteFeatures(net)
         self.fc = net._fc
