@@ -32,7 +32,7 @@ from app.sidecar import Task
 
 # Without a box, the image is decoded at the scale that gives the pose model its full input for a person whose
 # box spans this fraction of the image's sides (or more); a smaller person gets a blurrier crop.
-PERSON_MIN_SIDE = 0.25
+PERSON_MIN_SIDE = 0.5
 # The finder looks PERSON_LOOKS times: first at the whole image, then each time at a region PERSON_REFINE times
 # its last box's sides, about the same centre.
 PERSON_LOOKS = 3
