@@ -328,7 +328,8 @@ def test_task_result(servers: dict[str, Server], browser: Any, cat: Path, person
             want = np.array(side_colour.get(j["name"][:2], (255, 238, 88)))
             checked += 1
             matched += int(np.abs(pixels[y, x, :3] - want).sum() < 40)
-        assert checked >= 7 and matched >= 0.8 * checked, (matched, checked)
+        # (with no box the person finder frames the astronaut's upper body, and fewer joints are predicted visible)
+        assert checked >= 5 and matched >= 0.8 * checked, (matched, checked)
         assert np.abs(pixels.astype(int) - plain.astype(int)).sum() > 0
     p.close()
 
