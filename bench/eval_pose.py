@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from app.config import REPO_MODELS, Settings
+from app.core.boxes import iou
 from app.model import LoadedModel, PoseModel
 from app.registry import Registry
 from app.services.common import Deadline, Region
@@ -40,15 +40,6 @@ HELD_OUT = range(800, 1000)  # 0-based: images im0801 .. im1000
 
 def lsp_images(root: Path, indices: range) -> list[Path]:
     return [root / "images" / f"im{i + 1:04d}.jpg" for i in indices]
-
-
-def iou(a: Sequence[float], b: Sequence[float]) -> float:
-    """IoU of two xyxy boxes."""
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = w * h
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def scores(preds: list[list[list[float]]], gt: np.ndarray, mask: np.ndarray) -> dict[str, Any]:
@@ -104,7 +95,7 @@ def evaluate_scenes(model: PoseModel, scenes_dir: Path, settings: Settings) -> d
                 "found": found,
                 "given": given,
                 "whole": whole,
-                "iou": iou([box.x1, box.y1, box.x2, box.y2], r["box"]),
+                "iou": float(iou([box.x1, box.y1, box.x2, box.y2], r["box"])),
                 "gt": r["joints"],
                 "mask": r["annotated"],
             }

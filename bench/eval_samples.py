@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from app.config import REPO_MODELS, Settings
+from app.core.boxes import iou
 from app.registry import Registry
-from app.services.common import Deadline
+from app.services.common import Deadline, prepare
 from app.services.localize import LocalizeParams, run_localize
 from app.tasks import CAM, LOCALIZE
 
@@ -38,8 +40,6 @@ def photos(root: Path) -> list[tuple[Path, str]]:
 
 def classify_cam(registry: Registry, name: str, items: list[tuple[Path, str]], settings: Settings) -> list[bool]:
     """A /cam model's top-1 among the 200 wnids (its logits through the service's own preprocessing)."""
-    from app.services.common import prepare
-
     model = registry.get(CAM, name)
     index = {lab.id: lab.index for lab in model.sidecar.labels}
     wnids = sorted({w for _, w in items})
@@ -74,18 +74,12 @@ def thumbnail_gap(
     """The train/serve gap without boxes: each photo's box and class against those of the same photo made a
     ``side``-px thumbnail (what the training images are) and sent as a PNG.  Mean IoU of the two boxes, and how
     often the class agrees."""
-    import io
-
-    from PIL import Image as PILImage
-
-    from app.core.boxes import iou
-
     model = registry.get(LOCALIZE, name)
     ious, same = [], []
     for path, _ in items:
         answers = []
-        with PILImage.open(path) as im:
-            small = im.convert("RGB").resize((side, side), PILImage.Resampling.BILINEAR)
+        with Image.open(path) as im:
+            small = im.convert("RGB").resize((side, side), Image.Resampling.BILINEAR)
         buf = io.BytesIO()
         small.save(buf, format="PNG")
         for data in (path.read_bytes(), buf.getvalue()):

@@ -9,6 +9,7 @@ import numpy.typing as npt
 
 from app.config import Settings
 from app.core.boxes import rchw_to_xyxy
+from app.core.fitting import Fit
 from app.core.overlay import display_image, draw_box, png_bytes
 from app.model import Arrays, LoadedModel
 from app.schemas import LocalizeResponse, Timings
@@ -52,6 +53,13 @@ def model_box_to_input_xyxy(
     return np.asarray(xyxy * np.array([input_w, input_h, input_w, input_h], dtype=np.float64))
 
 
+def box_in_image(model: LoadedModel, box: npt.ArrayLike, fit: Fit) -> npt.NDArray[np.float64]:
+    """A localize model's box output ``(4,)`` for the input ``fit`` made -> xyxy in image pixels (unclipped)."""
+    spec = model.spec
+    xyxy_in = model_box_to_input_xyxy(box, model.sidecar.box_format or "rchw_norm", spec.width, spec.height)
+    return fit.input_boxes_to_image(xyxy_in)
+
+
 def run_localize(
     model: LoadedModel, data: bytes, params: LocalizeParams, settings: Settings, deadline: Deadline
 ) -> Outcome[LocalizeResponse]:
@@ -64,10 +72,8 @@ def run_localize(
     logits = out["logits"][0]
     probs = softmax(logits)
     preds = [class_prediction(model, i, probs, logits) for i in top_k(probs, params.top_k)]
-    spec = model.spec
-    xyxy_in = model_box_to_input_xyxy(out["box"][0], model.sidecar.box_format or "rchw_norm", spec.width, spec.height)
     width, height = prep.decoded.width, prep.decoded.height
-    box = box_out(prep.fit.input_boxes_to_image(xyxy_in), width, height)
+    box = box_out(box_in_image(model, out["box"][0], prep.fit), width, height)
     png = None
     if params.overlay:
         deadline.left("the overlay")

@@ -11,6 +11,7 @@ from typing import Literal
 import numpy as np
 
 from app.config import Settings
+from app.core.boxes import clip_xyxy
 from app.core.overlay import display_image, draw_box, draw_skeleton, png_bytes
 from app.model import Arrays, LoadedModel, PoseModel
 from app.schemas import Edge, Joint, PoseResponse, Timings
@@ -27,7 +28,7 @@ from app.services.common import (
     output_width,
     prepare,
 )
-from app.services.localize import model_box_to_input_xyxy
+from app.services.localize import box_in_image
 from app.sidecar import Task
 
 # Without a box, the image is decoded at the scale that gives the pose model its full input for a person whose
@@ -81,24 +82,18 @@ def person_region(finder: LoadedModel, prep: Prepared, deadline: Deadline) -> Re
     then again on a region around its box (:data:`PERSON_LOOKS`, :data:`PERSON_REFINE`), where the person is
     larger in its input: a cascade of the same model."""
     w, h = prep.decoded.width, prep.decoded.height
-    region: Region | None = None
+    region: Region | None = None  # where the next look is: the whole image first
     box: Region | None = None
-    for look in range(1, PERSON_LOOKS + 1):
+    for _ in range(PERSON_LOOKS):
         found = fit_region(prep.decoded, finder, region)
         out = finder.run(found.batch, ["box"], deadline.left("the person finder"))
-        spec = finder.spec
-        fmt = finder.sidecar.box_format or "rchw_norm"
-        xyxy = model_box_to_input_xyxy(out["box"][0], fmt, spec.width, spec.height)
-        x1, y1, x2, y2 = (float(v) for v in found.fit.input_boxes_to_image(xyxy))
-        x1, y1, x2, y2 = max(0.0, x1), max(0.0, y1), min(float(w), x2), min(float(h), y2)
+        x1, y1, x2, y2 = (float(v) for v in clip_xyxy(box_in_image(finder, out["box"][0], found.fit), w, h))
         if x2 - x1 < 1 or y2 - y1 < 1:
-            return box  # degenerate: the previous stage's box, if any
+            return box  # degenerate: the previous look's box, if any
         box = (x1, y1, x2, y2)
-        if look < PERSON_LOOKS:
-            cx, cy, hw, hh = (x1 + x2) / 2, (y1 + y2) / 2, PERSON_REFINE * (x2 - x1) / 2, PERSON_REFINE * (y2 - y1) / 2
-            region = (max(0.0, cx - hw), max(0.0, cy - hh), min(float(w), cx + hw), min(float(h), cy + hh))
-        else:
-            break
+        cx, cy, g = (x1 + x2) / 2, (y1 + y2) / 2, PERSON_REFINE / 2
+        grown = clip_xyxy([cx - g * (x2 - x1), cy - g * (y2 - y1), cx + g * (x2 - x1), cy + g * (y2 - y1)], w, h)
+        region = (float(grown[0]), float(grown[1]), float(grown[2]), float(grown[3]))
     return box
 
 

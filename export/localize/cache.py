@@ -41,8 +41,8 @@ def _load_batch(
 
 
 def onnx_runner(module: nn.Module, size: tuple[int, int], workdir: Path) -> Callable[[np.ndarray], np.ndarray]:
-    """``module`` exported to ONNX in ``workdir`` and run by onnxruntime: about 4x PyTorch's eager CPU speed
-    here (EfficientNet-Lite0's trunk at 224: 110 against 27 images/s on 2 cores)."""
+    """``module`` exported to ONNX in ``workdir`` and run by onnxruntime, faster than PyTorch's eager CPU run
+    (EfficientNet-Lite0's trunk at 224 on the shared 2 cores, another job running: 60-78 against 27 images/s)."""
     path = workdir / "trunk.onnx"
     export_onnx(module.eval(), ["out"], size, path)
     session = ort_session(path)

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 from app.config import Settings
+from app.core.boxes import iou
 from app.registry import Registry
 from app.services import pose as pose_service
 from app.services.common import Deadline, fit_region, prepare
-from app.services.localize import LocalizeParams, model_box_to_input_xyxy, run_localize
+from app.services.localize import LocalizeParams, run_localize
 from app.tasks import LOCALIZE, POSE
 from tests.conftest import encode, files, noise_image
 from tests.tiny_models import build
@@ -109,8 +110,11 @@ def test_each_look_of_the_cascade_is_the_finder_on_a_region_around_the_last_box(
     for _ in range(pose_service.PERSON_LOOKS):  # the cascade, written out
         found = fit_region(prep.decoded, finder, region)
         raw = finder.run(found.batch, ["box"])["box"][0]
-        xyxy = model_box_to_input_xyxy(raw, "rchw_norm", finder.spec.width, finder.spec.height)
-        x1, y1, x2, y2 = np.clip(found.fit.input_boxes_to_image(xyxy), 0, [160, 120, 160, 120])
+        r, c, bh, bw = (float(v) for v in raw)  # the finder's rchw_norm, in its input, scaled to the region
+        rx1, ry1, rx2, ry2 = found.fit.region
+        x1, y1 = rx1 + c * (rx2 - rx1), ry1 + r * (ry2 - ry1)
+        x2, y2 = x1 + bw * (rx2 - rx1), y1 + bh * (ry2 - ry1)
+        x1, y1, x2, y2 = np.clip([x1, y1, x2, y2], 0, [160, 120, 160, 120])
         g = pose_service.PERSON_REFINE
         cx, cy, hw, hh = (x1 + x2) / 2, (y1 + y2) / 2, g * (x2 - x1) / 2, g * (y2 - y1) / 2
         region = (max(0.0, cx - hw), max(0.0, cy - hh), min(160.0, cx + hw), min(120.0, cy + hh))
@@ -146,8 +150,6 @@ async def test_the_bundled_pose_model_finds_a_held_out_lsp_person_in_a_larger_ph
     assert r["person_box_source"] == "person_model"
     box = [r["person_box"][k] for k in ("x1", "y1", "x2", "y2")]
     x1, y1, x2, y2 = joints_box(truth, annotated[900])
-    inter = max(0, min(box[2], x2) - max(box[0], x1)) * max(0, min(box[3], y2) - max(box[1], y1))
-    union = (box[2] - box[0]) * (box[3] - box[1]) + (x2 - x1) * (y2 - y1) - inter
-    assert inter / union >= 0.5
+    assert float(iou(box, [x1, y1, x2, y2])) >= 0.5
     joints = np.array([[j["x"], j["y"]] for j in r["joints"]])
     assert pcp(joints[None], truth[None], annotated[900][None])["mean"] >= 0.5
