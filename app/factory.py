@@ -22,6 +22,7 @@ from app.observability import Metrics, ObservabilityMiddleware, configure_loggin
 from app.problems import PROBLEM_RESPONSES, install_error_handlers
 from app.registry import Registry
 from app.routers import meta, page
+from app.runtime import check_provider
 from app.schemas import Problem
 from app.tasks import TASKS, Tasks
 
@@ -66,13 +67,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app(settings: Settings | None = None, tasks: Tasks = TASKS) -> FastAPI:
     """The app for ``settings``, serving ``tasks`` (the table of :mod:`app.tasks`); :class:`ConfigurationError`
-    when auth is on and no API key is set."""
+    when auth is on and no API key is set, or when the execution provider is not installed."""
     settings = settings or Settings()
     if settings.auth and not settings.api_key:
         raise ConfigurationError(
             "LOCSVC_API_KEY is not set: set it (clients then send it in X-API-Key), or set LOCSVC_AUTH=off to serve "
             "without authentication"
         )
+    check_provider(settings)
     # Here rather than in the lifespan: uvicorn imports the app before it logs its start-up lines.
     configure_logging(settings.log_level, settings.log_json)
     app = FastAPI(

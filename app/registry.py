@@ -12,13 +12,12 @@ from pathlib import Path
 from typing import Any, TypeVar, overload
 
 import numpy as np
-import onnxruntime as ort
 from pydantic import ValidationError
 
 from app.config import Settings
 from app.errors import InvalidParameter, ModelNotFound
 from app.model import Arrays, LoadedModel, ModelLoadError
-from app.runtime import limit_blas_threads, release_free_heap, session_options
+from app.runtime import ProviderError, create_session, limit_blas_threads, release_free_heap
 from app.schemas import Refusal
 from app.sidecar import Sidecar, Task
 from app.tasks import TASKS, Tasks, TaskSpec, bind_all, link_all
@@ -60,7 +59,9 @@ def load_model(sidecar_path: Path, settings: Settings, tasks: Tasks = TASKS) -> 
     if settings.verify_sha256 and sha256_file(onnx_path) != sidecar.sha256:
         raise ModelLoadError(sidecar_path, "sha256", f"{onnx_path.name} does not match it (file changed or corrupt)")
     try:
-        session = ort.InferenceSession(str(onnx_path), session_options(settings), providers=["CPUExecutionProvider"])
+        session = create_session(onnx_path, settings, quantized=sidecar.quantization is not None)
+    except ProviderError:
+        raise
     except Exception as exc:  # onnxruntime raises its own (untyped) exceptions for a bad graph
         raise ModelLoadError(sidecar_path, "file", f"onnxruntime cannot load {onnx_path.name}: {exc}") from exc
     missing = set(sidecar.outputs.values()) - {o.name for o in session.get_outputs()}
@@ -115,7 +116,12 @@ class Registry:
             models[m.name] = m
             log.info(
                 "model loaded",
-                extra={"model": m.name, "task": m.sidecar.task.value, "warmup_ms": round(m.warmup_ms, 1)},
+                extra={
+                    "model": m.name,
+                    "task": m.sidecar.task.value,
+                    "provider": m.session.get_providers()[0],
+                    "warmup_ms": round(m.warmup_ms, 1),
+                },
             )
         for name, m in list(models.items()):
             try:

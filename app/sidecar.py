@@ -100,6 +100,11 @@ class Sidecar(BaseModel):
     head: HeadSpec | None = Field(None, description="A CAM model's head graph, when its head is not one dense layer.")
     provenance: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
+    quantization: dict[str, Any] | None = Field(
+        None,
+        description="How an int8 twin was made from its fp32 model. Such a graph runs on onnxruntime's own CPU "
+        "provider, whatever LOCSVC_EXECUTION_PROVIDER says: its accuracy was measured there.",
+    )
 
     def input_spec(self) -> InputSpec:
         return InputSpec(

@@ -31,7 +31,9 @@ async def cam(
     ctx: InferenceDep,  # first: readiness and a place before the body is read
     image: ImageUpload,
     model: ModelName = None,
-    top_k: Annotated[int, Query(ge=1, le=20, description="How many top classes to localize.")] = 5,
+    top_k: Annotated[
+        int, Query(ge=1, le=20, description="How many top classes to localize (each costs a CAM and its box).")
+    ] = 1,
     class_id: Annotated[int | None, Query(ge=0, description="Localize this class index instead of the top-k.")] = None,
     label: Annotated[
         str | None,

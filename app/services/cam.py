@@ -64,7 +64,7 @@ HEAD_BATCH = 64  # volumes per run of a head that needs the whole volume (not po
 
 @dataclass(frozen=True)
 class CamParams:
-    top_k: int = 5
+    top_k: int = 1
     class_index: int | None = None
     threshold: float = 0.2
     norm: CamNorm = CamNorm.minmax
