@@ -86,13 +86,16 @@ class ProviderError(ConfigurationError):
     """The execution provider named in the settings cannot be created (the service does not start on another)."""
 
 
+_MISSING = (
+    f"LOCSVC_EXECUTION_PROVIDER=openvino needs the package {PLUGIN.replace('_', '-')} (x86-64 only): install it, "
+    "or set LOCSVC_EXECUTION_PROVIDER=cpu"
+)
+
+
 def check_provider(settings: Settings) -> None:
     """Raise :class:`ProviderError` when the settings' provider is not installed (cheap: imports nothing)."""
     if settings.execution_provider == "openvino" and importlib.util.find_spec(PLUGIN) is None:
-        raise ProviderError(
-            f"LOCSVC_EXECUTION_PROVIDER=openvino needs the package {PLUGIN.replace('_', '-')} (x86-64 only): "
-            "install it, or set LOCSVC_EXECUTION_PROVIDER=cpu"
-        )
+        raise ProviderError(_MISSING)
 
 
 def _openvino_cpu() -> ort.OrtEpDevice:
@@ -100,7 +103,10 @@ def _openvino_cpu() -> ort.OrtEpDevice:
     global _openvino_device
     with _openvino_lock:
         if _openvino_device is None:
-            plugin = importlib.import_module(PLUGIN)
+            try:
+                plugin = importlib.import_module(PLUGIN)
+            except ImportError as exc:
+                raise ProviderError(_MISSING) from exc
             ort.register_execution_provider_library("openvino", plugin.get_library_path())
             devices = [
                 d for d in ort.get_ep_devices() if d.ep_name == OPENVINO and d.ep_metadata.get("ov_device") == "CPU"

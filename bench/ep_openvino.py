@@ -1,26 +1,19 @@
-"""onnxruntime's OpenVINO execution provider against the default CPU provider, on the three bundled models.
+"""onnxruntime's OpenVINO execution provider against its CPU provider, on the four bundled fp32 models.
 
-    python -m venv /tmp/ovenv && /tmp/ovenv/bin/pip install -r requirements.txt
-    /tmp/ovenv/bin/pip uninstall -y onnxruntime && /tmp/ovenv/bin/pip install onnxruntime-openvino
-    /tmp/ovenv/bin/python -m bench.ep_openvino [--rounds 20 --block 5] [--images 200] [--json FILE]
+    python -m bench.ep_openvino [--rounds 20 --block 5] [--images 200] [--json FILE]
 
-``onnxruntime-openvino`` replaces the ``onnxruntime`` package (same module name), so it runs in a venv of its
-own; the script uses only onnxruntime's public API and imports (and type-checks) with the plain CPU package.
+in the service's venv (OpenVINO: the plugin ``onnxruntime-ep-openvino``, a requirement of the service, x86-64
+only). For each model (``efficientnet_lite0_`` ``imagenet``, ``tiny_localize``, ``lsp_pose``, ``person_box``),
+these sessions, all with the service's session options (``app.runtime.session_options``: shared arena, spinning
+off, ``ORT_ENABLE_ALL``) and made by ``app.runtime.create_session`` but for bf16:
 
-For each model (``efficientnet_lite0_imagenet``, ``efficientnet_lite0_tiny_localize``,
-``efficientnet_lite0_lsp_pose``), these sessions:
-
-* ``cpu-1t``, ``cpu-2t``: the service's own session options (``app.runtime.session_options``: shared arena,
-  spinning off, ``ORT_ENABLE_ALL``) on the CPU EP, 1 and 2 intra-op threads;
-* ``ov-fp32-1t``, ``ov-fp32-2t``, ``ov-bf16-1t``, ``ov-bf16-2t``: the OpenVINO EP, ``device_type=CPU``,
-  ``num_of_threads`` 1 / 2, ``load_config`` ``{"CPU": {"INFERENCE_PRECISION_HINT": "f32" | "bf16",
-  "INFERENCE_NUM_THREADS": n, "NUM_STREAMS": "1"}}`` (this version's ``precision`` option takes only ``FP32`` /
-  ``ACCURACY`` on CPU, and it ignores an unknown hint value silently: the bf16 numerics show that it took);
-  ``ov-*-2x1t``: 2 streams of 1 thread (one stream runs one request at a time: with one stream, concurrent
-  ``session.run`` calls on a session wait for each other). All with ``session.disable_cpu_ep_fallback=1`` (the
-  whole graph on OpenVINO, or the session fails) and ORT's graph optimizations off: with them on, ORT folds the
-  ``Identity`` in front of the ``cam_weight`` / ``cam_bias`` outputs and OpenVINO's ONNX reader fails
-  ("cam_weight node not found in graph cache").
+* ``cpu-1t``, ``cpu-2t``: the CPU EP, 1 and 2 intra-op threads;
+* ``ov-fp32-1t``, ``ov-fp32-2t``, ``ov-bf16-1t``, ``ov-bf16-2t``: OpenVINO's CPU device, ``load_config``
+  ``{"CPU": {"INFERENCE_PRECISION_HINT": "f32" | "bf16", "INFERENCE_NUM_THREADS": n, "NUM_STREAMS": "1"}}``
+  (the plugin ignores the ``num_of_threads`` / ``num_streams`` options; on a CPU with AMX OpenVINO's default
+  is bf16), ``session.disable_cpu_ep_fallback=1`` (the whole graph on OpenVINO, or the session fails);
+  ``ov-*-2x1t``: 2 streams sharing 2 threads (a stream runs one request at a time: with one stream, concurrent
+  ``session.run`` calls on a session wait for each other). fp32: the service's ``execution_provider=openvino``.
 
 Measured, all sessions of a model alternating (the order rotated every round):
 
@@ -29,11 +22,11 @@ Measured, all sessions of a model alternating (the order rotated every round):
    ``app.core``), asking for the outputs the endpoints read: ``--rounds`` rounds of ``--block`` runs each,
    median ms and CPU ms per run (process CPU time over the block: how many cores a run really took);
 3. throughput with 2 requests at once on one session (2 Python threads, as ``LOCSVC_MAX_CONCURRENCY=2``);
-4. accuracy against ``cpu-2t`` (fp32, the service's default) over ``--images`` real images: Tiny ImageNet val
-   (the first lines of ``val_annotations.txt``) for the CAM and /localize models, LSP im0801.. for pose. Max and
-   mean absolute difference of each output, argmax agreement, the box IoU with the reference box, the joint
-   distance in fractions of the person box; and the task metrics of each session on that subset (top-1 among
-   the 200 Tiny classes; /localize top-1, GT-known and top-1 localization; pose PCP and PCK@0.2), with the
+4. accuracy against ``cpu-2t`` (CPU EP, fp32) over ``--images`` real images (Tiny ImageNet val, the first lines
+   of ``val_annotations.txt``, for the CAM and /localize models; LSP im0801.. for pose and the person box, whose
+   truth is ``export.pose.data.joints_box``): each output's max and mean absolute difference, argmax agreement,
+   box IoU and joint distance (in person-box fractions) to the reference; each session's task metrics on that
+   subset (top-1 among the 200 Tiny classes; top-1, GT-known and top-1 localization; PCP, PCK@0.2), with the
    images only one of the two got right.
 
 ``os.getloadavg()`` is recorded before and after each model.  Needs ``../shared/data``.
@@ -56,24 +49,23 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from app import runtime
 from app.config import REPO_MODELS, Settings
 from app.core.boxes import iou
 from app.core.fitting import Fit, InputSpec, fit_image
 from app.core.imaging import open_image
 from app.registry import read_sidecar
-from app.runtime import limit_blas_threads, session_options
 from app.services.localize import model_box_to_input_xyxy
 from app.sidecar import Sidecar
 from bench.eval_localize import paired
-from export.pose.data import read_lsp_joints
+from export.pose.data import joints_box, read_lsp_joints
 from export.pose.metrics import pck, pcp
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
-MODELS = ("efficientnet_lite0_imagenet", "efficientnet_lite0_tiny_localize", "efficientnet_lite0_lsp_pose")
+MODELS = tuple(f"efficientnet_lite0_{m}" for m in ("imagenet", "tiny_localize", "lsp_pose", "person_box"))
 # What the endpoints read per request (cam_weight / cam_bias / pooled are read once, at load).
 READ = ("features", "logits", "box", "joints", "joint_visibility")
-OV = "OpenVINOExecutionProvider"
 REFERENCE = "cpu-2t"
 
 F32 = npt.NDArray[np.float32]
@@ -84,7 +76,7 @@ class Variant:
     name: str
     threads: int  # in all
     precision: str | None = None  # None: CPU EP; else the OpenVINO inference precision hint
-    streams: int = 1  # OpenVINO streams (infer requests run at once), threads / streams each
+    streams: int = 1  # OpenVINO streams (infer requests run at once), sharing the threads
 
     @property
     def openvino(self) -> bool:
@@ -104,23 +96,21 @@ VARIANTS = (
 
 
 def make_session(path: Path, v: Variant) -> ort.InferenceSession:
-    """The session of ``v``: the service's options on the CPU EP, or the OpenVINO EP as the module doc says."""
-    so = session_options(Settings(intra_op_threads=v.threads))
-    if not v.openvino:
-        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
-    config = {
-        "CPU": {
-            "INFERENCE_PRECISION_HINT": v.precision,
-            "INFERENCE_NUM_THREADS": str(v.threads),
-            "NUM_STREAMS": str(v.streams),
-        }
-    }
-    options = {"device_type": "CPU", "num_of_threads": str(v.threads), "load_config": json.dumps(config)}
-    session = ort.InferenceSession(str(path), so, providers=[(OV, options)])
-    if session.get_providers()[0] != OV:  # onnxruntime only warns when the provider cannot be created
-        raise SystemExit(f"{v.name}: the OpenVINO EP was not created (providers {session.get_providers()})")
+    """The session of ``v``: the service's own (``create_session``) but for bf16, as the module doc says."""
+    settings = Settings(
+        execution_provider="openvino" if v.openvino else "cpu", intra_op_threads=v.threads, max_concurrency=v.streams
+    )
+    if v.precision in (None, "f32"):
+        session = runtime.create_session(path, settings)
+    else:
+        so = runtime.session_options(settings)
+        so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+        cpu = {"INFERENCE_PRECISION_HINT": v.precision, "INFERENCE_NUM_THREADS": str(v.threads)}
+        config = {"CPU": {**cpu, "NUM_STREAMS": str(v.streams)}}
+        so.add_provider_for_devices([runtime._openvino_cpu()], {"load_config": json.dumps(config)})
+        session = ort.InferenceSession(str(path), so)
+    if v.openvino and session.get_providers()[0] != runtime.OPENVINO:
+        raise SystemExit(f"{v.name}: OpenVINO was not given the graph (providers {session.get_providers()})")
     return session
 
 
@@ -237,8 +227,12 @@ class Sample:
 
 
 def images_for(sidecar: Sidecar, n: int) -> list[Sample]:
+    lsp = [(DATA / "lsp_train" / "images" / f"im{i + 1:04d}.jpg", i) for i in range(800, 800 + n)]
     if sidecar.joints is not None:
-        return [Sample(DATA / "lsp_train" / "images" / f"im{i + 1:04d}.jpg", i) for i in range(800, 800 + n)]
+        return [Sample(f, i) for f, i in lsp]
+    if [lab.id for lab in sidecar.labels] == ["person"]:  # the person box: truth as /localize's, LSP's box
+        xy, annotated, _ = read_lsp_joints(DATA / "lsp_train" / "joints.mat")
+        return [Sample(f, ("person", joints_box(xy[i], annotated[i]))) for f, i in lsp]
     root = DATA / "tiny_imagenet_200" / "val"
     out = []
     for line in (root / "val_annotations.txt").read_text().splitlines()[:n]:
@@ -403,11 +397,16 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=200, help="real images for the accuracy (0: skip)")
     ap.add_argument("--json", type=Path, help="write the results here")
     args = ap.parse_args()
-    if any(v.openvino for v in VARIANTS if v.name in args.variants) and OV not in ort.get_available_providers():
-        raise SystemExit(f"{OV} is not available in onnxruntime {ort.__version__}: install onnxruntime-openvino")
+    head: dict[str, Any] = {"onnxruntime": ort.__version__, "cpus": os.cpu_count()}
+    if any(v.openvino for v in VARIANTS if v.name in args.variants):
+        try:
+            runtime.check_provider(Settings(execution_provider="openvino"))
+            meta = runtime._openvino_cpu().ep_metadata
+        except runtime.ProviderError as e:
+            raise SystemExit(str(e)) from e
+        head |= {"openvino_ep": meta.get("version"), "cpu": meta.get("FULL_DEVICE_NAME")}
     settings = Settings()
-    limit_blas_threads(settings.blas_threads)
-    head = {"onnxruntime": ort.__version__, "providers": ort.get_available_providers(), "cpus": os.cpu_count()}
+    runtime.limit_blas_threads(settings.blas_threads)
     results: dict[str, Any] = {}
     for name in args.models:
         results[name] = measure_model(name, args, settings)

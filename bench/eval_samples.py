@@ -2,11 +2,13 @@
 
     python -m bench.eval_samples --model efficientnet_lite0_tiny_localize --sheet /tmp/localize_sheet.png
     python -m bench.eval_samples --model efficientnet_lite0_imagenet        # a /cam model, its 200 classes only
+    python -m bench.eval_samples --model efficientnet_lite0_imagenet --raster 512 256 [--top-k 5]   # the raster's cost
 
 What users send: one full-size ImageNet photo per class, labels only (no boxes: look at the drawn ones).  A
 check, not a tuning set.  Through the service functions (``run_localize``; for a /cam model ``run_cam``'s
 logits restricted to the 200 classes).  ``--sheet`` writes a contact sheet of every photo with its box and label
-(green when the class is right).
+(green when the class is right).  ``--raster``: ``run_cam`` (``--top-k`` classes) at each ``LOCSVC_CAM_MAX_SIDE``, the box's
+IoU with the first raster's box and the median post-processing ms.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from PIL import Image, ImageDraw
 from app.config import REPO_MODELS, Settings
 from app.core.boxes import iou
 from app.registry import Registry
+from app.services.cam import CamParams, run_cam
 from app.services.common import Deadline, prepare
 from app.services.localize import LocalizeParams, run_localize
 from app.tasks import CAM, LOCALIZE
@@ -50,6 +53,35 @@ def classify_cam(registry: Registry, name: str, items: list[tuple[Path, str]], s
         logits = model.run(prep.batch, ["logits"])["logits"][0]
         ok.append(wnids[int(np.argmax(logits[rows]))] == wnid)
     return ok
+
+
+def raster_cost(
+    registry: Registry, name: str, items: list[tuple[Path, str]], settings: Settings, sides: list[int], top_k: int
+) -> dict[str, Any]:
+    """The first class's CAM box and the post-processing ms of ``run_cam`` (``top_k`` classes) on every photo at each
+    raster side, against the first side's."""
+    model = registry.get(CAM, name)
+    boxes: dict[int, list[tuple[float, float, float, float]]] = {}
+    post: dict[int, list[float]] = {}
+    for side in sides:
+        at = settings.model_copy(update={"cam_max_side": side})
+        boxes[side], post[side] = [], []
+        for path, _ in items:
+            params = CamParams(top_k=top_k)
+            res = run_cam(model, path.read_bytes(), params, at, Deadline.start(at.job_timeout_s)).response
+            b = res.classes[0].box
+            boxes[side].append((b.x1, b.y1, b.x2, b.y2))
+            post[side].append(res.timings.postprocess_ms)
+    ref = np.array(boxes[sides[0]])
+    out: dict[str, Any] = {}
+    for side in sides:
+        overlap = iou(np.array(boxes[side]), ref)
+        out[str(side)] = {
+            "postprocess_ms_p50": round(float(np.median(post[side])), 2),
+            f"box_iou_with_{sides[0]}_mean": round(float(overlap.mean()), 4),
+            f"box_iou_with_{sides[0]}_min": round(float(overlap.min()), 4),
+        }
+    return out
 
 
 def localize(
@@ -117,6 +149,8 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--sheet", type=Path, default=None, help="write a contact sheet of the boxes (a /localize model)")
     ap.add_argument("--gap", action="store_true", help="a /localize model: photo vs its 64-px thumbnail, box IoU")
+    ap.add_argument("--raster", type=int, nargs="+", default=None, help="a /cam model: these CAM raster sides")
+    ap.add_argument("--top-k", type=int, default=1, help="with --raster: classes per /cam request")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     settings = Settings(models_dir=args.models_dir, models=[args.model], intra_op_threads=args.threads)
@@ -132,6 +166,8 @@ def main() -> None:
             result["thumbnail_gap"] = thumbnail_gap(registry, args.model, items, settings)
     else:
         ok = classify_cam(registry, args.model, items, settings)
+        if args.raster:
+            result["raster"] = raster_cost(registry, args.model, items, settings, args.raster, args.top_k)
     result["top1_among_200"] = round(float(np.mean(ok)), 4)
     print(json.dumps(result, indent=2))
 

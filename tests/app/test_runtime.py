@@ -4,17 +4,19 @@ twins, and a service that refuses to start on a provider it cannot create."""
 from __future__ import annotations
 
 import importlib.util
-import json
+import logging
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from app import runtime
 from app.config import Settings
 from app.errors import ConfigurationError
 from app.factory import create_app
-from app.registry import load_model
-from app.runtime import OPENVINO, create_session
+from app.registry import Registry, load_model
+from app.runtime import OPENVINO, ProviderError, create_session
 from tests.tiny_models import build
 
 pytest.importorskip("onnxruntime_ep_openvino", reason="onnxruntime-ep-openvino is installed on x86-64 only")
@@ -59,7 +61,19 @@ def test_without_the_plugin_the_service_refuses_to_start(monkeypatch: pytest.Mon
     create_app(Settings(auth="off", execution_provider="cpu"))  # the CPU provider needs nothing more
 
 
-def test_models_show_their_provider(tmp_path: Path) -> None:
-    sidecar = build("localize", tmp_path / "m.onnx")
-    assert json.loads(sidecar.read_text())["name"] == "m"
-    assert load_model(sidecar, Settings(execution_provider="cpu")).session.get_providers() == ["CPUExecutionProvider"]
+def test_the_load_log_names_each_models_provider(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    build("localize", tmp_path / "a.onnx")
+    build("localize", tmp_path / "b.onnx", edit={"quantization": {"format": "QDQ"}})
+    with caplog.at_level(logging.INFO, logger="app.registry"):
+        Registry.load(Settings(models_dir=tmp_path))
+    loaded = {r.__dict__["model"]: r.__dict__["provider"] for r in caplog.records if r.getMessage() == "model loaded"}
+    assert loaded == {"a": OPENVINO, "b": "CPUExecutionProvider"}
+
+
+def test_a_missing_plugin_stops_the_registry_not_just_a_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without create_app's check (e.g. the BentoML peer loads the registry itself), every model would be refused
+    one by one; the missing provider stops the load instead."""
+    monkeypatch.setattr(runtime, "_openvino_device", None)
+    monkeypatch.setitem(sys.modules, "onnxruntime_ep_openvino", None)  # import fails
+    with pytest.raises(ProviderError, match="LOCSVC_EXECUTION_PROVIDER=cpu"):
+        load_model(build("localize", tmp_path / "m.onnx"), Settings())

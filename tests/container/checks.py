@@ -317,14 +317,14 @@ class TestComposeUp:
         cgroups = dict(line.split(":", 2)[1:] for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines())
         if "memory" in cgroups:  # cgroup v1 (this machine); v2: memory.max in the unified hierarchy
             assert Path(f"/sys/fs/cgroup/memory{cgroups['memory']}/memory.limit_in_bytes").read_text().strip() == str(
-                1024**3
+                1536 * 1024**2
             )
             cpu = Path(f"/sys/fs/cgroup/cpu{cgroups['cpu']}")
             quota, period = (int((cpu / f).read_text()) for f in ("cpu.cfs_quota_us", "cpu.cfs_period_us"))
             assert quota == 2 * period
         else:
             base = Path(f"/sys/fs/cgroup{cgroups['']}")
-            assert (base / "memory.max").read_text().strip() == str(1024**3)
+            assert (base / "memory.max").read_text().strip() == str(1536 * 1024**2)
             quota_s, period_s = (base / "cpu.max").read_text().split()
             assert int(quota_s) == 2 * int(period_s)
         # Writable /tmp, read-only everywhere else.
