@@ -84,20 +84,31 @@ def prepare(
     region: Region | None = None,
     *,
     overlay: bool = False,
-    region_side: float = 1.0,
 ) -> Prepared:
-    """bytes -> oriented image -> model input (the image, or ``region`` of it, fitted to the model).  The image
-    is decoded at the smallest scale that still gives the model (and, with ``overlay``, the overlay picture)
-    the pixels it needs - for a region of ``region_side`` times the image's sides when ``region`` is not known
-    yet (it is found on the decoded image, then fitted with :func:`fit_region`)."""
+    """bytes -> oriented image -> model input (the image, or ``region`` of it, fitted to the model)."""
+    return fit_region(decode_for(data, model, settings, region, overlay=overlay), model, region)
+
+
+def decode_for(
+    data: bytes,
+    model: LoadedModel,
+    settings: Settings,
+    region: Region | None = None,
+    *,
+    overlay: bool = False,
+    region_side: float = 1.0,
+) -> DecodedImage:
+    """bytes -> oriented image, decoded at the smallest scale that still gives the model (and, with ``overlay``,
+    the overlay picture) the pixels it needs for ``region`` (default: the whole image) - or, when the region is
+    not known yet (it is found on the decoded image, then fitted with :func:`fit_region`), for a region of
+    ``region_side`` times the image's sides."""
     opened = open_image(data, max_pixels=settings.max_image_pixels)
     reg = _checked_region(region, opened.width, opened.height)
     w, h = (reg[2] - reg[0]) * region_side, (reg[3] - reg[1]) * region_side
     fraction = model.spec.needed_fraction(w, h) if settings.jpeg_draft else 1.0
     if overlay:
         fraction = max(fraction, settings.overlay_max_side / max(opened.width, opened.height))
-    decoded = opened.decode(min(1.0, fraction), settings.max_decode_bytes)
-    return fit_region(decoded, model, region)
+    return opened.decode(min(1.0, fraction), settings.max_decode_bytes)
 
 
 def fit_region(decoded: DecodedImage, model: LoadedModel, region: Region | None) -> Prepared:

@@ -12,21 +12,21 @@ import numpy as np
 
 from app.config import Settings
 from app.core.boxes import clip_xyxy
+from app.core.imaging import DecodedImage
 from app.core.overlay import display_image, draw_box, draw_skeleton, png_bytes
 from app.model import Arrays, LoadedModel, PoseModel
 from app.schemas import Edge, Joint, PoseResponse, Timings
 from app.services.common import (
     Deadline,
     Outcome,
-    Prepared,
     Region,
     Stopwatch,
     b64,
     box_out,
+    decode_for,
     fit_region,
     image_info,
     output_width,
-    prepare,
 )
 from app.services.localize import box_in_image
 from app.sidecar import Task
@@ -77,15 +77,15 @@ def link_pose(model: PoseModel, models: Mapping[str, LoadedModel]) -> PoseModel:
     return dataclasses.replace(model, person=person)
 
 
-def person_region(finder: LoadedModel, prep: Prepared, deadline: Deadline) -> Region | None:
+def person_region(finder: LoadedModel, decoded: DecodedImage, deadline: Deadline) -> Region | None:
     """The box the person finder draws, xyxy image pixels (``None`` if degenerate): first on the whole image,
     then again on a region around its box (:data:`PERSON_LOOKS`, :data:`PERSON_REFINE`), where the person is
     larger in its input: a cascade of the same model."""
-    w, h = prep.decoded.width, prep.decoded.height
+    w, h = decoded.width, decoded.height
     region: Region | None = None  # where the next look is: the whole image first
     box: Region | None = None
     for _ in range(PERSON_LOOKS):
-        found = fit_region(prep.decoded, finder, region)
+        found = fit_region(decoded, finder, region)
         out = finder.run(found.batch, ["box"], deadline.left("the person finder"))
         x1, y1, x2, y2 = (float(v) for v in clip_xyxy(box_in_image(finder, out["box"][0], found.fit), w, h))
         if x2 - x1 < 1 or y2 - y1 < 1:
@@ -104,11 +104,13 @@ def run_pose(
     watch = Stopwatch()
     finder = model.person if params.box is None else None
     side = PERSON_MIN_SIDE if finder is not None else 1.0
-    prep = prepare(data, model, settings, region=params.box, overlay=params.overlay, region_side=side)
+    decoded = decode_for(data, model, settings, params.box, overlay=params.overlay, region_side=side)
     decode_ms = watch.lap()
+    region = params.box
     source: Literal["request", "person_model", "image"] = "request" if params.box is not None else "image"
-    if finder is not None and (region := person_region(finder, prep, deadline)) is not None:
-        prep, source = fit_region(prep.decoded, model, region), "person_model"
+    if finder is not None and (found := person_region(finder, decoded, deadline)) is not None:
+        region, source = found, "person_model"
+    prep = fit_region(decoded, model, region)
     wanted = ["joints", "joint_visibility"] if model.visibility else ["joints"]
     out = model.run(prep.batch, wanted, deadline.left("inference"))
     inference_ms = watch.lap()

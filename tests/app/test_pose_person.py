@@ -118,7 +118,7 @@ def test_each_look_of_the_cascade_is_the_finder_on_a_region_around_the_last_box(
         g = pose_service.PERSON_REFINE
         cx, cy, hw, hh = (x1 + x2) / 2, (y1 + y2) / 2, g * (x2 - x1) / 2, g * (y2 - y1) / 2
         region = (max(0.0, cx - hw), max(0.0, cy - hh), min(160.0, cx + hw), min(120.0, cy + hh))
-    got = pose_service.person_region(finder, prep, Deadline.start(5))
+    got = pose_service.person_region(finder, prep.decoded, Deadline.start(5))
     assert got is not None and np.allclose(got, [x1, y1, x2, y2], atol=1e-6)
 
 
