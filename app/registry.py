@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, overload
@@ -103,11 +105,15 @@ class Registry:
         limit_blas_threads(settings.blas_threads)
         models: dict[str, LoadedModel] = {}
         refused: dict[str, Refusal] = {}
-        for path in sorted(settings.models_dir.glob("*.json")):
-            if settings.models and path.stem not in settings.models:
-                continue
+        paths = [
+            p for p in sorted(settings.models_dir.glob("*.json")) if not settings.models or p.stem in settings.models
+        ]
+        # One loader thread per core: hashing, compiling and the warm-up run release the GIL.
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            loading = [(path, pool.submit(load_model, path, settings, tasks)) for path in paths]
+        for path, future in loading:
             try:
-                m = load_model(path, settings, tasks)
+                m = future.result()
                 if m.name in models:
                     raise ModelLoadError(path, "name", f"{m.name!r} is already the name of {models[m.name].path.name}")
             except ModelLoadError as exc:
