@@ -10,6 +10,7 @@ import asyncio
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
@@ -17,6 +18,8 @@ import anyio
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
 
 from app.config import Settings
 from app.errors import BodyTimeout, InvalidParameter, NotReady, ServiceError, Unauthorized, UnsupportedMediaType
@@ -132,8 +135,10 @@ async def image_body(request: Request, ticket: AdmissionDep) -> bytes:
         raise UnsupportedMediaType(f"Content-Type {media} is not accepted: {_HOW}", field="image")
     try:
         async with asyncio.timeout(max(0.0, ticket.deadline - time.monotonic())):
-            if media in _FORMS:
-                return await _form_image(request)
+            if media == "multipart/form-data":
+                return await _form_image(request, request.app.state.settings.max_upload_bytes)
+            if media in _FORMS:  # a urlencoded form holds no file
+                raise InvalidParameter(f"image: Field required ({_HOW})", field="image")
             data = await request.body()
     except TimeoutError as exc:
         raise BodyTimeout("the request body did not arrive in time", field="image") from exc
@@ -142,12 +147,24 @@ async def image_body(request: Request, ticket: AdmissionDep) -> bytes:
     return data
 
 
-async def _form_image(request: Request) -> bytes:
-    async with request.form(max_files=1, max_fields=16) as form:
+async def _form_image(request: Request, in_memory: int) -> bytes:
+    """The ``image`` part of a multipart body, as ``request.form()`` parses it but spooled in memory up to
+    ``in_memory`` bytes (the upload limit) instead of 1 MiB: a 3.8 MB part then skips the temporary file and
+    its thread hops (p50 5-6 ms at c=1; admission bounds the bodies in flight)."""
+    async with aclosing(request.stream()) as stream:
+        parser = MultiPartParser(request.headers, stream, max_files=1, max_fields=16)
+        parser.spool_max_size = in_memory
+        try:
+            form = await parser.parse()
+        except MultiPartException as exc:  # what request.form() answers for a malformed body
+            raise HTTPException(status_code=400, detail=exc.message) from exc
+    try:
         image = form.get("image")
         if not isinstance(image, UploadFile):
             raise InvalidParameter(f"image: Field required ({_HOW})", field="image")
         return await image.read()
+    finally:
+        await form.close()
 
 
 ImageUpload = Annotated[bytes, Depends(image_body)]
