@@ -115,7 +115,7 @@ def test_security_context(deployment: dict[str, Any], container: dict[str, Any])
     (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == "/tmp"]
     (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
     assert "emptyDir" in volume
-    assert volume["emptyDir"].get("medium") != "Memory"  # spooled uploads must not count against the memory limit
+    assert volume["emptyDir"].get("medium") != "Memory"  # scratch files must not count against the memory limit
 
 
 def cpu_cores(value: str | int) -> float:
