@@ -245,7 +245,7 @@ def check_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
             "x",
         )
     target("resident memory after load (VmRSS)", report["service"]["rss_mb_after_load"], 400.0, False, "MB")
-    target("ready after start (median of starts)", report["service"]["ready_s_median"], 3.0, False, "s")
+    target("ready after start (median of starts)", report["service"]["ready_s_median"], 2.0, False, "s")
     return out
 
 
