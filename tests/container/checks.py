@@ -303,7 +303,7 @@ class TestComposeUp:
         assert "/tmp" in host["Tmpfs"] and "size=256m" in host["Tmpfs"]["/tmp"]
         assert doc["EffectiveCaps"] in (None, []), doc["EffectiveCaps"]
         assert "no-new-privileges" in host["SecurityOpt"]
-        assert host["Memory"] == 1024**3 and host["MemoryReservation"] == 256 * 1024**2
+        assert host["Memory"] == 1536 * 1024**2 and host["MemoryReservation"] == 768 * 1024**2
         assert host["NanoCpus"] == 2 * 10**9
         assert [b["HostIp"] for b in host["PortBindings"]["8000/tcp"]] == ["127.0.0.1"]
         # What the kernel applies to the running process (not only what podman recorded).
