@@ -119,8 +119,8 @@ def _openvino_cpu() -> ort.OrtEpDevice:
 
 def create_session(path: Path, settings: Settings, *, quantized: bool = False) -> ort.InferenceSession:
     """The onnxruntime session of one model file on the settings' execution provider (onnxruntime's CPU
-    provider for a ``quantized`` graph: OpenVINO compiles the int8 twins in 0.4-0.5 s each and changes their
-    answers, whose accuracy was measured on the CPU provider).
+    provider for a ``quantized`` graph: OpenVINO compiles each int8 twin in 0.4-0.5 s, which would put ready
+    after start past 2 s; docs/decisions/execution-provider.md).
 
     ``openvino``: the whole graph on OpenVINO's CPU plugin (no silent fallback to onnxruntime's kernels: a node
     it cannot run fails the session), fp32 precision pinned (on a CPU with bf16 units its default is bf16, which

@@ -103,7 +103,7 @@ class Sidecar(BaseModel):
     quantization: dict[str, Any] | None = Field(
         None,
         description="How an int8 twin was made from its fp32 model. Such a graph runs on onnxruntime's own CPU "
-        "provider, whatever LOCSVC_EXECUTION_PROVIDER says: its accuracy was measured there.",
+        "provider, whatever LOCSVC_EXECUTION_PROVIDER says (OpenVINO's compile of it would slow the start).",
     )
 
     def input_spec(self) -> InputSpec:
