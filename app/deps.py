@@ -136,7 +136,7 @@ async def image_body(request: Request, ticket: AdmissionDep) -> bytes:
     try:
         async with asyncio.timeout(max(0.0, ticket.deadline - time.monotonic())):
             if media == "multipart/form-data":
-                return await _form_image(request, request.app.state.settings.max_upload_bytes)
+                return await _form_image(request, get_settings(request).max_upload_bytes)
             if media in _FORMS:  # a urlencoded form holds no file
                 raise InvalidParameter(f"image: Field required ({_HOW})", field="image")
             data = await request.body()

@@ -7,8 +7,8 @@
 What users send: one full-size ImageNet photo per class, labels only (no boxes: look at the drawn ones).  A
 check, not a tuning set.  Through the service functions (``run_localize``; for a /cam model ``run_cam``'s
 logits restricted to the 200 classes).  ``--sheet`` writes a contact sheet of every photo with its box and label
-(green when the class is right).  ``--raster``: ``run_cam`` (``--top-k`` classes) at each ``LOCSVC_CAM_MAX_SIDE``, the box's
-IoU with the first raster's box and the median post-processing ms.
+(green when the class is right).  ``--raster``: ``run_cam`` (``--top-k`` classes) at each
+``LOCSVC_CAM_MAX_SIDE``, the box's IoU with the first raster's box and the median post-processing ms.
 """
 
 from __future__ import annotations
@@ -61,14 +61,15 @@ def raster_cost(
     """The first class's CAM box and the post-processing ms of ``run_cam`` (``top_k`` classes) on every photo at each
     raster side, against the first side's."""
     model = registry.get(CAM, name)
+    params = CamParams(top_k=top_k)
+    uploads = [path.read_bytes() for path, _ in items]
     boxes: dict[int, list[tuple[float, float, float, float]]] = {}
     post: dict[int, list[float]] = {}
     for side in sides:
         at = settings.model_copy(update={"cam_max_side": side})
         boxes[side], post[side] = [], []
-        for path, _ in items:
-            params = CamParams(top_k=top_k)
-            res = run_cam(model, path.read_bytes(), params, at, Deadline.start(at.job_timeout_s)).response
+        for data in uploads:
+            res = run_cam(model, data, params, at, Deadline.start(at.job_timeout_s)).response
             b = res.classes[0].box
             boxes[side].append((b.x1, b.y1, b.x2, b.y2))
             post[side].append(res.timings.postprocess_ms)

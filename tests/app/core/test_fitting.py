@@ -89,3 +89,13 @@ def test_bad_region(region: tuple[float, float, float, float]) -> None:
 def test_needed_fraction_uses_pre_resize() -> None:
     assert InputSpec(224, 224, pre_resize=(64, 64)).needed_fraction(640, 480) == pytest.approx(64 / 480)
     assert InputSpec(224, 224).needed_fraction(448, 2240) == pytest.approx(0.5)
+
+
+def test_the_batch_is_the_normalization_formula_of_the_resized_pixels() -> None:
+    rng = np.random.default_rng(0)
+    d = DecodedImage(Image.fromarray(rng.integers(0, 256, (30, 50, 3), dtype=np.uint8)), 50, 30, "PNG", "RGB", 1, 1)
+    spec = InputSpec(24, 40, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))  # height 24, width 40
+    batch, _ = fit_image(d, spec)
+    pixels = np.asarray(d.image.resize((40, 24), Image.Resampling.BILINEAR), dtype=np.float64)
+    want = (pixels * spec.scale - np.array(spec.mean)) / np.array(spec.std)
+    np.testing.assert_allclose(batch[0], want.transpose(2, 0, 1), rtol=1e-5, atol=1e-5)
