@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from app.config import Settings
 from app.errors import InvalidParameter, ModelNotFound
 from app.model import Arrays, LoadedModel, ModelLoadError
-from app.runtime import ProviderError, create_session, limit_blas_threads, release_free_heap
+from app.runtime import ProviderError, create_session, limit_blas_threads, release_free_heap, resolve_provider
 from app.schemas import Refusal
 from app.sidecar import Sidecar, Task
 from app.tasks import TASKS, Tasks, TaskSpec, bind_all, link_all
@@ -103,6 +103,13 @@ class Registry:
         """Every sidecar of models_dir (or those named in ``settings.models``); a model that fails is refused
         and logged at ERROR.  A default model named in settings that is not loaded fails start-up."""
         limit_blas_threads(settings.blas_threads)
+        provider, why_not_openvino = resolve_provider(settings)
+        log.info(
+            "execution provider: %s%s",
+            provider,
+            f" ({why_not_openvino})" if why_not_openvino else "",
+            extra={"provider": provider, "setting": settings.execution_provider},
+        )
         models: dict[str, LoadedModel] = {}
         refused: dict[str, Refusal] = {}
         paths = [

@@ -12,6 +12,7 @@ import json
 import threading
 import time
 from pathlib import Path
+from typing import Literal
 
 import onnxruntime as ort
 from threadpoolctl import threadpool_info, threadpool_limits  # type: ignore[import-untyped]
@@ -74,47 +75,71 @@ def session_options(settings: Settings) -> ort.SessionOptions:
     return so
 
 
-OPENVINO = "OpenVINOExecutionProvider"
-_openvino_lock = threading.Lock()
-_openvino_device: ort.OrtEpDevice | None = None
-
-
-PLUGIN = "onnxruntime_ep_openvino"
-
-
 class ProviderError(ConfigurationError):
     """The execution provider named in the settings cannot be created (the service does not start on another)."""
 
 
+OPENVINO = "OpenVINOExecutionProvider"
+PLUGIN = "onnxruntime_ep_openvino"
+_openvino_lock = threading.Lock()
+_openvino: ort.OrtEpDevice | ProviderError | None = None
+
+
 _MISSING = (
     f"LOCSVC_EXECUTION_PROVIDER=openvino needs the package {PLUGIN.replace('_', '-')} (x86-64 only): install it, "
-    "or set LOCSVC_EXECUTION_PROVIDER=cpu"
+    "or set LOCSVC_EXECUTION_PROVIDER=auto or cpu"
 )
 
 
 def check_provider(settings: Settings) -> None:
-    """Raise :class:`ProviderError` when the settings' provider is not installed (cheap: imports nothing)."""
+    """Raise :class:`ProviderError` when the settings name ``openvino`` and its plugin is not installed (cheap:
+    imports nothing)."""
     if settings.execution_provider == "openvino" and importlib.util.find_spec(PLUGIN) is None:
         raise ProviderError(_MISSING)
 
 
 def _openvino_cpu() -> ort.OrtEpDevice:
-    """OpenVINO's CPU device, its plugin library registered with onnxruntime once per process."""
-    global _openvino_device
+    """OpenVINO's CPU device, its plugin library registered with onnxruntime once per process; the
+    :class:`ProviderError` of the first try, again, when there is none (the plugin is missing, or it offers no
+    device on this CPU: version 1.8.1 lists Intel CPUs only)."""
+    global _openvino
     with _openvino_lock:
-        if _openvino_device is None:
+        if _openvino is None:
             try:
                 plugin = importlib.import_module(PLUGIN)
-            except ImportError as exc:
-                raise ProviderError(_MISSING) from exc
-            ort.register_execution_provider_library("openvino", plugin.get_library_path())
-            devices = [
-                d for d in ort.get_ep_devices() if d.ep_name == OPENVINO and d.ep_metadata.get("ov_device") == "CPU"
-            ]
-            if not devices:
-                raise ProviderError("OpenVINO finds no CPU device here; set LOCSVC_EXECUTION_PROVIDER=cpu")
-            _openvino_device = devices[0]
-        return _openvino_device
+            except ImportError:
+                _openvino = ProviderError(_MISSING)
+            else:
+                ort.register_execution_provider_library("openvino", plugin.get_library_path())
+                cpus = [d for d in ort.get_ep_devices() if d.device.type == ort.OrtHardwareDeviceType.CPU]
+                devices = [d for d in cpus if d.ep_name == OPENVINO and d.ep_metadata.get("ov_device") == "CPU"]
+                vendor = cpus[0].device.vendor if cpus else "unknown"
+                _openvino = (
+                    devices[0]
+                    if devices
+                    else ProviderError(
+                        f"OpenVINO's plugin offers no device on this CPU (vendor {vendor}); set "
+                        "LOCSVC_EXECUTION_PROVIDER=auto or cpu"
+                    )
+                )
+        if isinstance(_openvino, ProviderError):
+            raise ProviderError(str(_openvino))
+        return _openvino
+
+
+def resolve_provider(settings: Settings) -> tuple[Literal["openvino", "cpu"], str | None]:
+    """The provider the fp32 models run on, and why it is not OpenVINO when ``auto`` fell back: ``auto`` is
+    OpenVINO where its plugin offers this CPU, else onnxruntime's CPU provider; ``openvino`` raises
+    :class:`ProviderError` where it cannot be created."""
+    if settings.execution_provider == "cpu":
+        return "cpu", None
+    try:
+        _openvino_cpu()
+    except ProviderError as exc:
+        if settings.execution_provider == "openvino":
+            raise
+        return "cpu", str(exc).split(";")[0]
+    return "openvino", None
 
 
 def create_session(path: Path, settings: Settings, *, quantized: bool = False) -> ort.InferenceSession:
@@ -122,14 +147,14 @@ def create_session(path: Path, settings: Settings, *, quantized: bool = False) -
     provider for a ``quantized`` graph: OpenVINO compiles each int8 twin in 0.4-0.5 s, which would put ready
     after start past 2 s; docs/decisions/execution-provider.md).
 
-    ``openvino``: the whole graph on OpenVINO's CPU plugin (no silent fallback to onnxruntime's kernels: a node
+    On OpenVINO (``openvino``, or ``auto`` where its plugin offers this CPU): the whole graph on its CPU plugin (no silent fallback to onnxruntime's kernels: a node
     it cannot run fails the session), fp32 precision pinned (on a CPU with bf16 units its default is bf16, which
     changes the answers), ``max_concurrency`` streams (a stream runs one request at a time; one stream would
     serialize the requests) of ``intra_op_threads`` threads each, which OpenVINO caps at the cores in all: on 2
     cores the defaults give each of the 2 requests one thread. Raises :class:`ProviderError` if the provider
     cannot be created, onnxruntime's error if the file is not a graph it can run."""
     so = session_options(settings)
-    if settings.execution_provider == "cpu" or quantized:
+    if quantized or resolve_provider(settings)[0] == "cpu":
         return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
     cpu = {
