@@ -13,6 +13,8 @@ import pytest
 
 from app.config import Settings
 from app.core.boxes import iou
+from app.core.imaging import DecodedImage
+from app.model import LoadedModel
 from app.registry import Registry
 from app.services import pose as pose_service
 from app.services.common import Deadline, fit_region, prepare
@@ -100,26 +102,49 @@ def test_a_person_finder_is_the_localize_default_only_when_it_is_the_only_one(pe
     assert registry.defaults["localize"] == "zz_objects" and registry.defaults["cam"] == "many"
 
 
-def test_each_look_of_the_cascade_is_the_finder_on_a_region_around_the_last_box(person_dir: Path) -> None:
+def _cascade_written_out(finder: LoadedModel, decoded: DecodedImage, agree: float) -> tuple[list[float], int]:
+    """The finder's cascade, written out with plain arithmetic: its box and how many looks it took."""
+    region, last, looks = None, None, 0
+    for _ in range(pose_service.PERSON_LOOKS):
+        found = fit_region(decoded, finder, region)
+        raw = finder.run(found.batch, ["box"])["box"][0]
+        looks += 1
+        r, c, bh, bw = (float(v) for v in raw)  # the finder's rchw_norm, in its input, scaled to the region
+        rx1, ry1, rx2, ry2 = found.fit.region
+        x1, y1 = rx1 + c * (rx2 - rx1), ry1 + r * (ry2 - ry1)
+        x2, y2 = x1 + bw * (rx2 - rx1), y1 + bh * (ry2 - ry1)
+        x1, y1, x2, y2 = (float(v) for v in np.clip([x1, y1, x2, y2], 0, [160, 120, 160, 120]))
+        if last is not None:
+            ix = max(0.0, min(x2, last[2]) - max(x1, last[0]))
+            iy = max(0.0, min(y2, last[3]) - max(y1, last[1]))
+            union = (x2 - x1) * (y2 - y1) + (last[2] - last[0]) * (last[3] - last[1]) - ix * iy
+            if ix * iy / union >= agree:
+                return [x1, y1, x2, y2], looks
+        last = [x1, y1, x2, y2]
+        g = pose_service.PERSON_REFINE
+        cx, cy, hw, hh = (x1 + x2) / 2, (y1 + y2) / 2, g * (x2 - x1) / 2, g * (y2 - y1) / 2
+        region = (max(0.0, cx - hw), max(0.0, cy - hh), min(160.0, cx + hw), min(120.0, cy + hh))
+    return last or [], looks
+
+
+def test_each_look_of_the_cascade_is_the_finder_on_a_region_around_the_last_box(
+    person_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every look runs (no two agree enough), or the cascade stops at the first look that agrees with the one before."""
     img = encode(noise_image(160, 120, seed=4))
     settings = Settings(models_dir=person_dir, jpeg_draft=False)
     registry = Registry.load(settings)
     finder, pose = registry.get(LOCALIZE, "finder"), registry.get(POSE, "pose_found")
     prep = prepare(img, pose, settings)
-    region = None
-    for _ in range(pose_service.PERSON_LOOKS):  # the cascade, written out
-        found = fit_region(prep.decoded, finder, region)
-        raw = finder.run(found.batch, ["box"])["box"][0]
-        r, c, bh, bw = (float(v) for v in raw)  # the finder's rchw_norm, in its input, scaled to the region
-        rx1, ry1, rx2, ry2 = found.fit.region
-        x1, y1 = rx1 + c * (rx2 - rx1), ry1 + r * (ry2 - ry1)
-        x2, y2 = x1 + bw * (rx2 - rx1), y1 + bh * (ry2 - ry1)
-        x1, y1, x2, y2 = np.clip([x1, y1, x2, y2], 0, [160, 120, 160, 120])
-        g = pose_service.PERSON_REFINE
-        cx, cy, hw, hh = (x1 + x2) / 2, (y1 + y2) / 2, g * (x2 - x1) / 2, g * (y2 - y1) / 2
-        region = (max(0.0, cx - hw), max(0.0, cy - hh), min(160.0, cx + hw), min(120.0, cy + hh))
-    got = pose_service.person_region(finder, prep.decoded, Deadline.start(5))
-    assert got is not None and np.allclose(got, [x1, y1, x2, y2], atol=1e-6)
+    seen = set()
+    for agree in (1.01, 0.0):
+        monkeypatch.setattr(pose_service, "PERSON_AGREE", agree)
+        want, looks = _cascade_written_out(finder, prep.decoded, agree)
+        assert looks == (pose_service.PERSON_LOOKS if agree > 1 else 2)
+        got = pose_service.person_region(finder, prep.decoded, Deadline.start(5))
+        assert got is not None and np.allclose(got, want, atol=1e-6)
+        seen.add(tuple(round(v, 3) for v in want))
+    assert len(seen) == 2  # the third look moved the box: stopping early is visible
 
 
 async def test_the_bundled_pose_model_finds_a_held_out_lsp_person_in_a_larger_photo(
