@@ -147,11 +147,11 @@ def create_session(path: Path, settings: Settings, *, quantized: bool = False) -
     provider for a ``quantized`` graph: OpenVINO compiles each int8 twin in 0.4-0.5 s, which would put ready
     after start past 2 s; docs/decisions/execution-provider.md).
 
-    On OpenVINO (``openvino``, or ``auto`` where its plugin offers this CPU): the whole graph on its CPU plugin (no silent fallback to onnxruntime's kernels: a node
-    it cannot run fails the session), fp32 precision pinned (on a CPU with bf16 units its default is bf16, which
-    changes the answers), ``max_concurrency`` streams (a stream runs one request at a time; one stream would
-    serialize the requests) of ``intra_op_threads`` threads each, which OpenVINO caps at the cores in all: on 2
-    cores the defaults give each of the 2 requests one thread. Raises :class:`ProviderError` if the provider
+    On OpenVINO (``openvino``, or ``auto`` where its plugin offers this CPU): the whole graph on its CPU plugin
+    (no silent fallback to onnxruntime's kernels: a node it cannot run fails the session), fp32 precision pinned
+    (on a CPU with bf16 units its default is bf16, which changes the answers), ``max_concurrency`` streams (a
+    stream runs one request at a time; one stream would serialize the requests) of ``intra_op_threads`` threads
+    each, which OpenVINO caps at the cores in all: on 2 cores the defaults give each of the 2 requests one thread. Raises :class:`ProviderError` if the provider
     cannot be created, onnxruntime's error if the file is not a graph it can run."""
     so = session_options(settings)
     if quantized or resolve_provider(settings)[0] == "cpu":

@@ -3,18 +3,21 @@
     python -m bench.perf_quantize --model efficientnet_lite0_imagenet [--format qdq] [--ship]
     python -m bench.perf_quantize --model efficientnet_lite0_tiny_localize --ship
     python -m bench.perf_quantize --model efficientnet_lite0_lsp_pose --ship
+    python -m bench.perf_quantize --model efficientnet_lite0_person_box --scenes cache/person_scenes --ship
 
 1. ``quant_pre_process`` (shape inference, graph optimization), then ``quantize_static`` (per-channel int8
    weights, uint8 activations, MinMax calibration) calibrated on real *training* images fed through the
    service's own decode + fit: Tiny ImageNet train for CAM and /localize models (``--calib-per-class`` per
    class, past the first 10 that the train-split metrics use), LSP train images 1-800 for pose models (every
-   ``--calib-stride``-th, whole image as the person box).  The head stays float: the GAP -> dense tail
+   ``--calib-stride``-th, whole image as the person box), and for a person finder (``--scenes``) the training
+   scenes of ``python -m export person-scenes`` (``--calib-images`` of them, evenly spaced).  The head stays float: the GAP -> dense tail
    (``ReduceMean``/``GlobalAveragePool``/``Gemm``/``MatMul``) and every node after the last ``Conv`` (box,
    soft-argmax), so ``features``, ``pooled``, ``logits``, ``cam_weight``, ``cam_bias`` remain outputs and
    ``mean(W.V) + b = logits`` holds; the server's own load check (``app.registry.load_model``) is run on it.
 2. Accuracy, fp32 and int8 through the service functions, on data never trained on: CAM - ``bench.eval_cam``
    on the first ``--limit`` Tiny ImageNet val images (default 2,000); /localize - ``bench.eval_localize`` on
-   Tiny ImageNet val (default all 10,000); pose - ``bench.eval_pose`` on LSP 801-1000.
+   Tiny ImageNet val (default all 10,000); pose - ``bench.eval_pose`` on LSP 801-1000; a person finder - the
+   no-box pose of ``--pose-model`` on the held-out scenes, that model's finder replaced by each of the two.
 3. Speed: ``session.run`` alone and the whole service function in-process, alternating the two models.
 
 Writes ``artifacts/quant/`` (the model, its sidecar, ``report-<model>.json``); ``--ship`` copies both into
@@ -24,6 +27,7 @@ Writes ``artifacts/quant/`` (the model, its sidecar, ``report-<model>.json``); `
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -45,6 +49,7 @@ from onnxruntime.quantization import (
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from app.config import REPO_MODELS, Settings
+from app.model import PoseModel
 from app.registry import LoadedModel, load_model
 from app.runtime import limit_blas_threads
 from app.services.cam import CamParams, run_cam
@@ -90,6 +95,12 @@ def lsp_calibration_images(root: Path, stride: int) -> list[Path]:
     return eval_pose.lsp_images(root, range(0, 800, stride))
 
 
+def scene_calibration_images(scenes: Path, n: int) -> list[Path]:
+    """``n`` training scenes of ``python -m export person-scenes``, evenly spaced (its val scenes are the evaluation)."""
+    rows = [line.split(",")[0] for line in (scenes / "train.csv").read_text().splitlines()[1:]]
+    return [scenes / rows[i] for i in np.linspace(0, len(rows) - 1, min(n, len(rows))).round().astype(int)]
+
+
 def float_nodes(graph: onnx.GraphProto, after_last_conv: bool = True) -> list[str]:
     """The head, kept float: the GAP -> dense tail and, with ``after_last_conv``, every node after the last
     ``Conv`` (a box head, a soft-argmax).  CAM models keep the tail only (so that the command reproduces the
@@ -108,7 +119,10 @@ def quantize(args: argparse.Namespace, fp32: LoadedModel, settings: Settings, ou
     prep = out_dir / f"{args.model}_prep.onnx"
     quant_pre_process(str(fp32.path), str(prep), skip_symbolic_shape=True)
     tail = float_nodes(onnx.load(str(prep)).graph, after_last_conv=fp32.sidecar.task is not Task.cam)
-    if fp32.sidecar.task is Task.pose:
+    if args.scenes is not None:
+        paths = scene_calibration_images(args.scenes, args.calib_images)
+        calib_text = f"{len(paths)} person-scenes training images (evenly spaced over {args.scenes.name}/train.csv)"
+    elif fp32.sidecar.task is Task.pose:
         paths = lsp_calibration_images(args.lsp, args.calib_stride)
         calib_text = f"{len(paths)} LSP training images (1 in {args.calib_stride} of 1-800, whole image as the box)"
     else:
@@ -204,6 +218,20 @@ def accuracy(
 ) -> tuple[str, str, tuple[str, ...], dict[str, Any]]:
     """(sidecar metric key, command that re-measures it, the keys compared, {fp32/int8: metrics})."""
     task = next(iter(models.values())).sidecar.task
+    if args.scenes is not None:  # a person finder: scored by the pose it frames
+        pose = load_model(REPO_MODELS / f"{args.pose_model}.json", settings)
+        if not isinstance(pose, PoseModel):
+            raise SystemExit(f"{args.pose_model} is not a pose model")
+        acc = {}
+        for k, m in models.items():
+            res = eval_pose.evaluate_scenes(dataclasses.replace(pose, person=m), args.scenes, settings)["all"]
+            acc[k] = {**res["no_box"], **{key: v for key, v in res.items() if key.startswith("person_box")}}
+        return (
+            "person_scenes_val_no_box",
+            f"python -m bench.eval_pose --model <a pose model whose person_model is {{name}}> --scenes {args.scenes}",
+            ("pcp_mean", "pck@0.2", "person_box_iou_mean", "person_box_iou>=0.5"),
+            acc,
+        )
     if task is Task.pose:
         acc = {k: eval_pose.evaluate(m, args.lsp, settings) for k, m in models.items()}
         return "lsp_801_1000", "python -m bench.eval_pose --model {name}", ("pcp_mean", "pck@0.2"), acc
@@ -247,6 +275,9 @@ def main() -> None:
     ap.add_argument("--calib", choices=["minmax", "percentile"], default="minmax")
     ap.add_argument("--calib-per-class", type=int, default=2, help="Tiny ImageNet train images per class")
     ap.add_argument("--calib-stride", type=int, default=2, help="pose: every n-th LSP training image")
+    ap.add_argument("--scenes", type=Path, default=None, help="a person finder: its person-scenes folder")
+    ap.add_argument("--calib-images", type=int, default=400, help="person finder: training scenes to calibrate on")
+    ap.add_argument("--pose-model", default="efficientnet_lite0_lsp_pose", help="person finder: the pose it frames")
     ap.add_argument(
         "--limit", type=int, default=0, help="val images for the accuracy comparison (0: the task's default)"
     )

@@ -55,6 +55,19 @@ def fake_lsp(root: Path, n: int = 1000) -> Path:
     return root
 
 
+def quantizable(task: str, path: Path) -> Path:
+    """A tiny model of ``task`` whose nodes all have names (onnx.helper leaves them empty; quantization wants
+    them), its sidecar's sha256 updated; returns the sidecar."""
+    model = onnx.load(str(build(task, path).with_suffix(".onnx")))
+    for i, node in enumerate(model.graph.node):
+        node.name = node.name or f"n{i}"
+    onnx.save(model, str(path))
+    side = json.loads(path.with_suffix(".json").read_text())
+    side["sha256"] = perf_quantize.sha256(path)
+    path.with_suffix(".json").write_text(json.dumps(side))
+    return path.with_suffix(".json")
+
+
 def test_float_nodes_are_the_head(tmp_path: Path) -> None:
     """Everything after the last Conv, and the GAP -> dense tail, stays float; the convolutions do not."""
     for task in ("cam", "localize", "pose"):
@@ -73,13 +86,7 @@ def test_float_nodes_are_the_head(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("task", ["localize", "pose"])
 def test_quantized_model_passes_the_servers_load_checks(tmp_path: Path, task: str) -> None:
-    for i, node in enumerate((m := onnx.load(str(build(task, tmp_path / "m.onnx").with_suffix(".onnx")))).graph.node):
-        node.name = node.name or f"n{i}"  # onnx.helper leaves names empty; quantization wants them
-    onnx.save(m, str(tmp_path / "m.onnx"))
-    side = json.loads((tmp_path / "m.json").read_text())
-    side["sha256"] = perf_quantize.sha256(tmp_path / "m.onnx")
-    (tmp_path / "m.json").write_text(json.dumps(side))
-    fp32 = load_model(tmp_path / "m.json", SETTINGS)
+    fp32 = load_model(quantizable(task, tmp_path / "m.onnx"), SETTINGS)
     args = argparse.Namespace(
         model="m",
         format="qdq",
@@ -89,6 +96,7 @@ def test_quantized_model_passes_the_servers_load_checks(tmp_path: Path, task: st
         argv=["--model", "m"],
         data=fake_tiny_imagenet(tmp_path / "tiny", ["n01", "n02"]),
         lsp=fake_lsp(tmp_path / "lsp"),
+        scenes=None,
     )
     (tmp_path / "out").mkdir()
     onnx_path, side_path = perf_quantize.quantize(args, fp32, SETTINGS, tmp_path / "out")
@@ -98,6 +106,30 @@ def test_quantized_model_passes_the_servers_load_checks(tmp_path: Path, task: st
     int8 = load_model(side_path, SETTINGS)  # outputs present, CAM identity holds (the tail is float)
     assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(onnx_path)).graph.node)
     assert set(int8.sidecar.outputs) == set(fp32.sidecar.outputs)
+
+
+def test_a_person_finder_calibrates_on_evenly_spaced_training_scenes(tmp_path: Path) -> None:
+    scenes = tmp_path / "scenes"
+    (scenes / "train").mkdir(parents=True)
+    rows = ["path,label,x1,y1,x2,y2"]
+    for i in range(9):
+        noise_image(80, 60, seed=i).save(scenes / "train" / f"{i:05d}.jpg", "JPEG")
+        rows.append(f"train/{i:05d}.jpg,person,1,2,30,40")
+    (scenes / "train.csv").write_text("\n".join(rows) + "\n")
+    got = perf_quantize.scene_calibration_images(scenes, 3)
+    assert got == [scenes / "train" / f"{i:05d}.jpg" for i in (0, 4, 8)]
+    assert len(perf_quantize.scene_calibration_images(scenes, 50)) == 9  # never more than there are
+
+    args = argparse.Namespace(
+        model="f", format="qdq", calib="minmax", argv=["--model", "f"], scenes=scenes, calib_images=3
+    )
+    (tmp_path / "out").mkdir()
+    finder = load_model(quantizable("localize", tmp_path / "f.onnx"), SETTINGS)
+    _, side_path = perf_quantize.quantize(args, finder, SETTINGS, tmp_path / "out")
+    assert json.loads(side_path.read_text())["quantization"]["calibration"].startswith(
+        "minmax, 3 person-scenes training images"
+    )
+    load_model(side_path, SETTINGS)
 
 
 def test_localize_evaluator_scores_the_service_output(tmp_path: Path) -> None:
@@ -155,6 +187,7 @@ def test_bundled_int8_models_are_what_the_command_makes(name: str, tmp_path: Pat
         argv=[],
         data=perf_quantize.DATA,
         lsp=perf_quantize.LSP,
+        scenes=None,
     )
     onnx_path, _ = perf_quantize.quantize(args, fp32, SETTINGS, tmp_path)
     made, ref = onnx.load(str(onnx_path)).graph, onnx.load(str(shipped)).graph
