@@ -9,9 +9,9 @@
    weights, uint8 activations, MinMax calibration) calibrated on real *training* images fed through the
    service's own decode + fit: Tiny ImageNet train for CAM and /localize models (``--calib-per-class`` per
    class, past the first 10 that the train-split metrics use), LSP train images 1-800 for pose models (every
-   ``--calib-stride``-th, whole image as the person box), and for a person finder (``--scenes``) the training
-   scenes of ``python -m export person-scenes`` (``--calib-images`` of them, evenly spaced).  The head stays float: the GAP -> dense tail
-   (``ReduceMean``/``GlobalAveragePool``/``Gemm``/``MatMul``) and every node after the last ``Conv`` (box,
+   ``--calib-stride``-th, whole image as the person box), and for a person finder (``--scenes``) the
+   training scenes of ``python -m export person-scenes`` (``--calib-images`` of them, evenly spaced).  The
+   head stays float: the GAP -> dense tail (``ReduceMean``/``GlobalAveragePool``/``Gemm``/``MatMul``) and every node after the last ``Conv`` (box,
    soft-argmax), so ``features``, ``pooled``, ``logits``, ``cam_weight``, ``cam_bias`` remain outputs and
    ``mean(W.V) + b = logits`` holds; the server's own load check (``app.registry.load_model``) is run on it.
 2. Accuracy, fp32 and int8 through the service functions, on data never trained on: CAM - ``bench.eval_cam``
@@ -96,7 +96,8 @@ def lsp_calibration_images(root: Path, stride: int) -> list[Path]:
 
 
 def scene_calibration_images(scenes: Path, n: int) -> list[Path]:
-    """``n`` training scenes of ``python -m export person-scenes``, evenly spaced (its val scenes are the evaluation)."""
+    """``n`` training scenes of ``python -m export person-scenes``, evenly spaced (its val scenes are the
+    evaluation)."""
     rows = [line.split(",")[0] for line in (scenes / "train.csv").read_text().splitlines()[1:]]
     return [scenes / rows[i] for i in np.linspace(0, len(rows) - 1, min(n, len(rows))).round().astype(int)]
 
