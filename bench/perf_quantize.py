@@ -11,9 +11,10 @@
    class, past the first 10 that the train-split metrics use), LSP train images 1-800 for pose models (every
    ``--calib-stride``-th, whole image as the person box), and for a person finder (``--scenes``) the
    training scenes of ``python -m export person-scenes`` (``--calib-images`` of them, evenly spaced).  The
-   head stays float: the GAP -> dense tail (``ReduceMean``/``GlobalAveragePool``/``Gemm``/``MatMul``) and every node after the last ``Conv`` (box,
-   soft-argmax), so ``features``, ``pooled``, ``logits``, ``cam_weight``, ``cam_bias`` remain outputs and
-   ``mean(W.V) + b = logits`` holds; the server's own load check (``app.registry.load_model``) is run on it.
+   head stays float: the GAP -> dense tail (``ReduceMean``/``GlobalAveragePool``/``Gemm``/``MatMul``) and
+   every node after the last ``Conv`` (box, soft-argmax), so ``features``, ``pooled``, ``logits``,
+   ``cam_weight``, ``cam_bias`` remain outputs and ``mean(W.V) + b = logits`` holds; the server's own load
+   check (``app.registry.load_model``) is run on it.
 2. Accuracy, fp32 and int8 through the service functions, on data never trained on: CAM - ``bench.eval_cam``
    on the first ``--limit`` Tiny ImageNet val images (default 2,000); /localize - ``bench.eval_localize`` on
    Tiny ImageNet val (default all 10,000); pose - ``bench.eval_pose`` on LSP 801-1000; a person finder - the
