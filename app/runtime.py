@@ -82,49 +82,45 @@ class ProviderError(ConfigurationError):
 OPENVINO = "OpenVINOExecutionProvider"
 PLUGIN = "onnxruntime_ep_openvino"
 _openvino_lock = threading.Lock()
-_openvino: ort.OrtEpDevice | ProviderError | None = None
-
-
-_MISSING = (
-    f"LOCSVC_EXECUTION_PROVIDER=openvino needs the package {PLUGIN.replace('_', '-')} (x86-64 only): install it, "
-    "or set LOCSVC_EXECUTION_PROVIDER=auto or cpu"
-)
+_openvino: ort.OrtEpDevice | str | None = None  # OpenVINO's CPU device, or why there is none; None: not looked up
+_ADVICE = "set LOCSVC_EXECUTION_PROVIDER=auto or cpu"
+_MISSING = f"the package {PLUGIN.replace('_', '-')} is not installed (x86-64 only)"
 
 
 def check_provider(settings: Settings) -> None:
     """Raise :class:`ProviderError` when the settings name ``openvino`` and its plugin is not installed (cheap:
     imports nothing)."""
     if settings.execution_provider == "openvino" and importlib.util.find_spec(PLUGIN) is None:
-        raise ProviderError(_MISSING)
+        raise ProviderError(f"LOCSVC_EXECUTION_PROVIDER=openvino: {_MISSING}; install it, or {_ADVICE}")
 
 
-def _openvino_cpu() -> ort.OrtEpDevice:
-    """OpenVINO's CPU device, its plugin library registered with onnxruntime once per process; the
-    :class:`ProviderError` of the first try, again, when there is none (the plugin is missing, or it offers no
-    device on this CPU: version 1.8.1 lists Intel CPUs only)."""
+def _openvino_lookup() -> ort.OrtEpDevice | str:
+    """OpenVINO's CPU device, its plugin library registered with onnxruntime once per process, or why there is
+    none (the plugin is missing, or it offers no device on this CPU: version 1.8.1 lists Intel CPUs only)."""
     global _openvino
     with _openvino_lock:
         if _openvino is None:
             try:
                 plugin = importlib.import_module(PLUGIN)
             except ImportError:
-                _openvino = ProviderError(_MISSING)
+                _openvino = _MISSING
             else:
                 ort.register_execution_provider_library("openvino", plugin.get_library_path())
                 cpus = [d for d in ort.get_ep_devices() if d.device.type == ort.OrtHardwareDeviceType.CPU]
                 devices = [d for d in cpus if d.ep_name == OPENVINO and d.ep_metadata.get("ov_device") == "CPU"]
                 vendor = cpus[0].device.vendor if cpus else "unknown"
                 _openvino = (
-                    devices[0]
-                    if devices
-                    else ProviderError(
-                        f"OpenVINO's plugin offers no device on this CPU (vendor {vendor}); set "
-                        "LOCSVC_EXECUTION_PROVIDER=auto or cpu"
-                    )
+                    devices[0] if devices else f"OpenVINO's plugin offers no device on this CPU (vendor {vendor})"
                 )
-        if isinstance(_openvino, ProviderError):
-            raise ProviderError(str(_openvino))
         return _openvino
+
+
+def _openvino_cpu() -> ort.OrtEpDevice:
+    """OpenVINO's CPU device; :class:`ProviderError` saying why when there is none."""
+    found = _openvino_lookup()
+    if isinstance(found, str):
+        raise ProviderError(f"LOCSVC_EXECUTION_PROVIDER=openvino: {found}; {_ADVICE}")
+    return found
 
 
 def resolve_provider(settings: Settings) -> tuple[Literal["openvino", "cpu"], str | None]:
@@ -133,13 +129,11 @@ def resolve_provider(settings: Settings) -> tuple[Literal["openvino", "cpu"], st
     :class:`ProviderError` where it cannot be created."""
     if settings.execution_provider == "cpu":
         return "cpu", None
-    try:
+    if settings.execution_provider == "openvino":
         _openvino_cpu()
-    except ProviderError as exc:
-        if settings.execution_provider == "openvino":
-            raise
-        return "cpu", str(exc).split(";")[0]
-    return "openvino", None
+        return "openvino", None
+    found = _openvino_lookup()
+    return ("cpu", found) if isinstance(found, str) else ("openvino", None)
 
 
 def create_session(path: Path, settings: Settings, *, quantized: bool = False) -> ort.InferenceSession:
@@ -151,8 +145,9 @@ def create_session(path: Path, settings: Settings, *, quantized: bool = False) -
     (no silent fallback to onnxruntime's kernels: a node it cannot run fails the session), fp32 precision pinned
     (on a CPU with bf16 units its default is bf16, which changes the answers), ``max_concurrency`` streams (a
     stream runs one request at a time; one stream would serialize the requests) of ``intra_op_threads`` threads
-    each, which OpenVINO caps at the cores in all: on 2 cores the defaults give each of the 2 requests one thread. Raises :class:`ProviderError` if the provider
-    cannot be created, onnxruntime's error if the file is not a graph it can run."""
+    each, which OpenVINO caps at the cores in all: on 2 cores the defaults give each of the 2 requests one
+    thread. Raises :class:`ProviderError` if the provider cannot be created, onnxruntime's error if the file is
+    not a graph it can run."""
     so = session_options(settings)
     if quantized or resolve_provider(settings)[0] == "cpu":
         return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
