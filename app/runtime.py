@@ -22,8 +22,8 @@ from app.errors import ConfigurationError
 
 
 def limit_blas_threads(n: int) -> int:
-    """Give every BLAS loaded in this process (numpy's, scipy's OpenBLAS) ``n`` threads; returns how many
-    libraries are limited (``n < 1``: none, their default stays).
+    """Give every BLAS loaded in this process (numpy's OpenBLAS, and scipy's where a bench script loads it) ``n``
+    threads; returns how many libraries are limited (``n < 1``: none, their default stays).
 
     The service's BLAS calls are tiny (the CAM maps), and it runs several requests at once: a BLAS
     pool of one thread per core, spinning after each call, only takes the cores from onnxruntime."""

@@ -22,12 +22,11 @@ from enum import StrEnum
 
 import numpy as np
 import numpy.typing as npt
-from scipy import ndimage
 
 from app.core.boxes import FloatArray, mask_to_xyxy
+from app.core.regions import label_regions
 
 F32 = npt.NDArray[np.float32]
-_EIGHT = np.ones((3, 3), dtype=bool)
 
 
 class CamTta(StrEnum):
@@ -138,7 +137,7 @@ def region_mask(norm: npt.ArrayLike, threshold: float, region: CamRegion = CamRe
     mask = a >= min(threshold, float(a.max()))  # a threshold above the peak keeps the peak itself
     if region is CamRegion.all:
         return mask
-    labels, n = ndimage.label(mask, structure=_EIGHT)
+    labels, n = label_regions(mask)
     if region is CamRegion.peak:
         peak = np.unravel_index(int(np.argmax(a)), a.shape)
         keep = int(labels[peak])
