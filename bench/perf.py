@@ -51,6 +51,7 @@ from typing import Any
 
 import httpx
 
+from app.services.cam import CamParams
 from bench.loadgen import http_run
 from bench.peers.drive import PEERS, bento_budget, start_bento_service, start_peers, warm_up
 from bench.perf_report import (
@@ -374,8 +375,8 @@ def main(argv: list[str] | None = None) -> None:
         args.image = ["small", "phone"] if args.peers else ["small", "large"]
     if args.cam_top_k is None and args.peers:
         args.cam_top_k = 1
-    if args.cam_top_k is not None and args.inproc:
-        print("--cam-top-k: the in-process limit runs the service's defaults, so it is skipped", flush=True)
+    if args.cam_top_k not in (None, CamParams().top_k) and args.inproc:
+        print("--cam-top-k: the in-process limit runs the service's default top_k, so it is skipped", flush=True)
         args.inproc = False
     bento_peers = [p for p in args.peers if p.startswith("bento")]
     if bento_peers and not args.bento_python.exists():

@@ -200,9 +200,11 @@ def check_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     low_rows = [r for r in rows if r["concurrency"] == low]
     for r in (r for r in rows if r["concurrency"] == top):
         where = f"{r['endpoint']} {r['image']} c={top}"
+        limit = r.get("inproc_over_fastapi")
+        ceiling = f" (the in-process limit: {limit:.2f} x)" if limit is not None else ""
         if "fastapi" in r["results"]:
             target(
-                f"{where}: http / minimal FastAPI throughput",
+                f"{where}: http / minimal FastAPI throughput{ceiling}",
                 r.get("http_over_fastapi"),
                 1.3,
                 True,
@@ -269,6 +271,9 @@ def report_rows(tallies: dict[tuple[str, str, int], dict[str, Tally]]) -> list[d
                         summ[ours]["throughput_rps"], summ[peer_name]["throughput_rps"]
                     )
                     row[f"{ours}_over_{peer_name}_rounds"] = round_ratios(summ[ours], summ[peer_name])
+        # The most any server running our pipeline could reach over each peer: the in-process limit's throughput.
+        for peer_name in (p for p in PEERS if p in summ and "inproc" in summ):
+            row[f"inproc_over_{peer_name}"] = ratio(summ["inproc"]["throughput_rps"], summ[peer_name]["throughput_rps"])
         if "bento" in summ:
             row["http_over_bento"] = ratio(summ["http"]["throughput_rps"], summ["bento"]["throughput_rps"])
             if "http_raw" in summ:

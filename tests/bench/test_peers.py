@@ -120,3 +120,17 @@ def test_peer_targets_and_12mp_rule() -> None:
     assert not got[rule]
     table = peers_table(rows)
     assert table.count("\n") == 1 + len(rows) and "| 40.0, 20.0 |" in table
+
+
+def test_fastapi_target_names_the_in_process_limit() -> None:
+    """When the in-process limit ran, the FastAPI target says how far any server of our pipeline could get."""
+    results = {"http": _res(40, 20), "inproc": _res(44, 18), "fastapi": _res(40, 25)}
+    row = {"endpoint": "/cam", "image": "small", "concurrency": 4, "results": results, "http_over_fastapi": 1.0}
+    report = {
+        "rows": [row | {"inproc_over_fastapi": 1.1}],
+        "concurrency": [4],
+        "endpoints": ["/cam"],
+        "service": {"rss_mb_after_load": 250.0, "ready_s_median": 1.2},
+    }
+    got = {t["target"]: t["pass"] for t in check_targets(report)}
+    assert got["/cam small c=4: http / minimal FastAPI throughput (the in-process limit: 1.10 x)"] is False
