@@ -37,11 +37,12 @@ def label_regions(mask: npt.ArrayLike) -> tuple[Labels, int]:
     hi = np.searchsorted(starts, ends + stride, side="right")
     root = _union(starts.size, *_pairs(lo, np.maximum(hi - lo, 0)))
     firsts, run_label = np.unique(root, return_inverse=True)  # roots are each region's first run
-    # each run's label at its first pixel and its negative past the last: the running sum paints the runs
-    steps = np.zeros(flat.size + 1, dtype=np.int32)
+    # each run's label at its first pixel and its negative past the last (a False pixel, never another run's
+    # first): the running sum paints the runs
+    steps = np.zeros(flat.size, dtype=np.int32)
     steps[starts] = run_label + 1
     steps[ends] = -(run_label + 1)
-    labels: Labels = np.cumsum(steps[:-1], dtype=np.int32).reshape(h, stride)[:, 1:-1].copy()
+    labels: Labels = np.cumsum(steps, dtype=np.int32).reshape(h, stride)[:, 1:-1].copy()
     return labels, int(firsts.size)
 
 
