@@ -154,33 +154,18 @@ def test_pose_evaluator_scores_the_service_output(tmp_path: Path) -> None:
 @pytest.mark.skipif(not (SHARED_DATA / "lsp_train").is_dir(), reason="needs ../shared/data/lsp_train")
 @pytest.mark.parametrize("name", ["efficientnet_lite0_lsp_pose", "efficientnet_lite0_lsp_pose_int8"])
 def test_bundled_pose_models_reproduce_their_sidecar_pcp(name: str) -> None:
-    """The PCP in each bundled pose sidecar is what the service itself scores on LSP 801-1000.
-
-    An int8 model's integers depend on the CPU: with VNNI (or AMX) onnxruntime sums the u8 x s8 products exactly,
-    without it in saturating 16-bit pairs.  Its sidecar holds both measurements; where VNNI is present the figure
-    is reproduced exactly, elsewhere to 0.01 of the one measured on an AVX2-only CPU (other kernels without VNNI
-    may pair the products differently)."""
+    """The PCP in each bundled pose sidecar is what the service itself scores on LSP 801-1000."""
     side = REPO_MODELS / f"{name}.json"
     if not side.exists():
         pytest.skip(f"{name} is not bundled")
     meta = json.loads(side.read_text())
-    metrics = meta["metrics"]
-    exact = "quantization" not in meta or has_vnni()
-    if "lsp_801_1000" not in metrics:  # the fp32 model's sidecar, from its export
-        expected = metrics["pcp"]["mean"]
-    else:
-        expected = metrics["lsp_801_1000" if exact else "lsp_801_1000_no_vnni"]["pcp_mean"]
+    expected = (
+        meta["metrics"]["lsp_801_1000"]["pcp_mean"]
+        if "lsp_801_1000" in meta["metrics"]
+        else meta["metrics"]["pcp"]["mean"]
+    )
     res = eval_pose.evaluate(load_model(side, Settings(intra_op_threads=2)), SHARED_DATA / "lsp_train", SETTINGS)
-    assert res["pcp_mean"] == pytest.approx(expected, abs=1e-4 if exact else 0.01)
-
-
-def has_vnni() -> bool:
-    """Whether this CPU has the int8 dot products onnxruntime sums exactly (x86 VNNI or AMX; Linux flags)."""
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        return False
-    return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+    assert res["pcp_mean"] == pytest.approx(expected, abs=1e-4)
 
 
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="needs ../shared/data (calibration images)")
