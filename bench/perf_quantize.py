@@ -6,7 +6,8 @@
     python -m bench.perf_quantize --model efficientnet_lite0_person_box --scenes cache/person_scenes --ship
 
 1. ``quant_pre_process`` (shape inference, graph optimization), then ``quantize_static`` (per-channel int8
-   weights, uint8 activations, MinMax calibration) calibrated on real *training* images fed through the
+   weights in a 7-bit range, so that x86 CPUs with and without VNNI compute the same integers; uint8
+   activations; MinMax calibration) calibrated on real *training* images fed through the
    service's own decode + fit: Tiny ImageNet train for CAM and /localize models (``--calib-per-class`` per
    class, past the first 10 that the train-split metrics use), LSP train images 1-800 for pose models (every
    ``--calib-stride``-th, whole image as the person box), and for a person finder (``--scenes``) the
