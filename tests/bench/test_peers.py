@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import io
 import json
+from collections import Counter
 from pathlib import Path
 
 import httpx
 import pytest
 from PIL import Image
 
+from bench.loadgen import LoadResult
 from bench.peers.drive import start_peer
 from bench.perf import request_target
-from bench.perf_report import check_targets, peers_table
+from bench.perf_report import Tally, check_targets, peers_table, report_rows
 from bench.photos import draft_decode_ms
 from tests.conftest import encode, noise_image
 
@@ -122,12 +124,19 @@ def test_peer_targets_and_12mp_rule() -> None:
     assert table.count("\n") == 1 + len(rows) and "| 40.0, 20.0 |" in table
 
 
+def _tally(requests_ok: int, seconds: float) -> Tally:
+    t = Tally()
+    t.add(LoadResult("/cam", 4, seconds, [10.0] * requests_ok, Counter({200: requests_ok})))
+    return t
+
+
 def test_fastapi_target_names_the_in_process_limit() -> None:
     """When the in-process limit ran, the FastAPI target says how far any server of our pipeline could get."""
-    results = {"http": _res(40, 20), "inproc": _res(44, 18), "fastapi": _res(40, 25)}
-    row = {"endpoint": "/cam", "image": "small", "concurrency": 4, "results": results, "http_over_fastapi": 1.0}
+    contenders = {"http": _tally(40, 1.0), "inproc": _tally(44, 1.0), "fastapi": _tally(40, 1.0)}
+    (row,) = report_rows({("/cam", "small", 4): contenders})
+    assert row["inproc_over_fastapi"] == pytest.approx(1.1) and row["http_over_fastapi"] == pytest.approx(1.0)
     report = {
-        "rows": [row | {"inproc_over_fastapi": 1.1}],
+        "rows": [row],
         "concurrency": [4],
         "endpoints": ["/cam"],
         "service": {"rss_mb_after_load": 250.0, "ready_s_median": 1.2},
