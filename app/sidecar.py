@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -47,11 +47,28 @@ class Label(BaseModel):
     name: str
 
 
+Fraction = Annotated[float, Field(gt=0, le=1)]
+
+
+class Framing(BaseModel):
+    """How the pose model's training boxes frame a person around the joints (``app.core.boxes.joints_frame``)."""
+
+    span: tuple[Fraction, Fraction] = Field(
+        description="The fractions of the box's width and height that the joints span, about its centre."
+    )
+    min_side_ratio: Fraction = Field(description="Neither side of the box is under this times the other.")
+
+
 class JointsSpec(BaseModel):
     model_config = ConfigDict(extra="allow")
     names: list[str]
     edges: list[tuple[int, int]]
     coords: str = "xy_norm_box"
+    framing: Framing | None = Field(
+        None,
+        description="With it, /pose without a box re-frames its first answer (the joints in the finder's box, or "
+        "in the whole image) as the model was trained, and regresses the joints again in that box.",
+    )
 
 
 class HeadSpec(BaseModel):

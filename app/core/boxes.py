@@ -95,3 +95,22 @@ def mask_to_xyxy(mask: npt.NDArray[np.bool_]) -> FloatArray:
     if rows.size == 0:
         raise BoxError("empty mask has no box")
     return np.array([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], dtype=np.float64)
+
+
+def joints_frame(points: npt.ArrayLike, span: tuple[float, float], min_side_ratio: float) -> FloatArray:
+    """The box a pose model frames a person in, around its joints: ``points`` ``(k, 2)`` xy pixels span the
+    fractions ``span = (sx, sy)`` of its width and height, about their centre, and neither side is under
+    ``min_side_ratio`` times the other (a person seen edge-on).  Extents under 1 px count as 1 px.  Returns one
+    xyxy box ``(4,)``, not clipped to the image; BoxError on points that are not ``(k >= 1, 2)`` and finite, or
+    a span or ratio outside ``(0, 1]``."""
+    p = np.asarray(points, dtype=np.float64)
+    if p.ndim != 2 or p.shape[1] != 2 or p.shape[0] < 1 or not np.all(np.isfinite(p)):
+        raise BoxError(f"joints must be finite (k, 2) xy points, got shape {p.shape}")
+    if not all(0 < s <= 1 for s in (*span, min_side_ratio)):
+        raise BoxError(f"span {span} and min_side_ratio {min_side_ratio} must lie in (0, 1]")
+    lo, hi = p.min(axis=0), p.max(axis=0)
+    w, h = max(hi[0] - lo[0], 1.0) / span[0], max(hi[1] - lo[1], 1.0) / span[1]
+    side = max(w, h)
+    w, h = max(w, min_side_ratio * side), max(h, min_side_ratio * side)
+    cx, cy = (lo + hi) / 2
+    return np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dtype=np.float64)

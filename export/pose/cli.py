@@ -18,7 +18,18 @@ from export.common.logs import get_logger
 from export.common.onnx_export import export_onnx
 from export.common.paths import CACHE, SHARED_DATA
 from export.common.sidecar import provenance, stretch_input, write_sidecar
-from export.pose.data import EDGES, FLIP_PAIRS, JOINT_NAMES, LSP_TOTAL, LSP_TRAIN_IMAGES, MEAN, STD, lsp_samples
+from export.pose.data import (
+    EDGES,
+    FLIP_PAIRS,
+    JOINT_NAMES,
+    LSP_BOX_FRACTION,
+    LSP_TOTAL,
+    LSP_TRAIN_IMAGES,
+    MEAN,
+    MIN_SIDE_RATIO,
+    STD,
+    lsp_samples,
+)
 from export.pose.evaluate import evaluate_onnx, latency_ms, predict_torch, summarize, to_pixels, val_inputs
 from export.pose.graph import PoseExport, verify_pose_onnx
 from export.pose.pack import PACK_BOX_SIDE, PACK_MARGIN, PACK_QUALITY, pack
@@ -58,6 +69,8 @@ def sidecar_meta(
             "edges": [list(e) for e in EDGES],
             "coords": "xy_norm_box",
             "flip_pairs": [list(p) for p in FLIP_PAIRS],
+            # the training boxes' framing of a person (joints_box): the service re-frames its first answer with it
+            "framing": {"span": list(LSP_BOX_FRACTION), "min_side_ratio": MIN_SIDE_RATIO},
         },
         **({"person_model": person_model} if person_model else {}),
         "provenance": prov,

@@ -62,6 +62,7 @@ LSP_TOTAL = 1000
 # LSP crops: the joints' bounding box spans ~55 % of the image width and ~76 % of its height (medians over
 # lsp_train); LSPET person boxes are built with the same margins so that they look like LSP crops.
 LSP_BOX_FRACTION = (0.55, 0.76)
+MIN_SIDE_RATIO = 0.25  # neither side of a person box under a quarter of the other
 
 
 def flip_permutation() -> np.ndarray:
@@ -112,7 +113,7 @@ def joints_box(xy: np.ndarray, annotated: np.ndarray) -> tuple[float, float, flo
     w = max(x1 - x0, 1.0) / LSP_BOX_FRACTION[0]
     h = max(y1 - y0, 1.0) / LSP_BOX_FRACTION[1]
     side = max(w, h)
-    w, h = max(w, 0.25 * side), max(h, 0.25 * side)
+    w, h = max(w, MIN_SIDE_RATIO * side), max(h, MIN_SIDE_RATIO * side)
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     return (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
 

@@ -21,7 +21,7 @@ from app.services.common import Deadline, fit_region, prepare
 from app.services.localize import LocalizeParams, run_localize
 from app.tasks import LOCALIZE, POSE
 from tests.conftest import encode, files, noise_image
-from tests.tiny_models import build
+from tests.tiny_models import EDGES, JOINT_NAMES, build
 
 pytestmark = pytest.mark.anyio
 
@@ -37,6 +37,8 @@ def person_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         edit={"labels": [{"index": 0, "id": "person", "name": "person"}]},
     )
     build("pose", d / "pose_found.onnx", seed=3, edit={"person_model": "finder"})
+    framed = {"names": JOINT_NAMES, "edges": EDGES, "framing": {"span": [0.55, 0.76], "min_side_ratio": 0.25}}
+    build("pose", d / "pose_framed.onnx", seed=3, edit={"person_model": "finder", "joints": framed})
     build("pose", d / "pose_plain.onnx", seed=3)
     build("pose", d / "pose_missing.onnx", seed=3, edit={"person_model": "nobody"})
     build("cam", d / "many.onnx", seed=1)
@@ -102,49 +104,80 @@ def test_a_person_finder_is_the_localize_default_only_when_it_is_the_only_one(pe
     assert registry.defaults["localize"] == "zz_objects" and registry.defaults["cam"] == "many"
 
 
-def _cascade_written_out(finder: LoadedModel, decoded: DecodedImage, agree: float) -> tuple[list[float], int]:
-    """The finder's cascade, written out with plain arithmetic: its box and how many looks it took."""
-    region, last, looks = None, None, 0
-    for _ in range(pose_service.PERSON_LOOKS):
+def _cascade_written_out(finder: LoadedModel, decoded: DecodedImage, looks: int) -> list[float]:
+    """The finder's cascade of ``looks`` looks, written out with plain arithmetic: its last box."""
+    region, last = None, [0.0, 0.0, 0.0, 0.0]
+    for _ in range(looks):
         found = fit_region(decoded, finder, region)
         raw = finder.run(found.batch, ["box"])["box"][0]
-        looks += 1
         r, c, bh, bw = (float(v) for v in raw)  # the finder's rchw_norm, in its input, scaled to the region
         rx1, ry1, rx2, ry2 = found.fit.region
         x1, y1 = rx1 + c * (rx2 - rx1), ry1 + r * (ry2 - ry1)
         x2, y2 = x1 + bw * (rx2 - rx1), y1 + bh * (ry2 - ry1)
-        x1, y1, x2, y2 = (float(v) for v in np.clip([x1, y1, x2, y2], 0, [160, 120, 160, 120]))
-        if last is not None:
-            ix = max(0.0, min(x2, last[2]) - max(x1, last[0]))
-            iy = max(0.0, min(y2, last[3]) - max(y1, last[1]))
-            union = (x2 - x1) * (y2 - y1) + (last[2] - last[0]) * (last[3] - last[1]) - ix * iy
-            if ix * iy / union >= agree:
-                return [x1, y1, x2, y2], looks
-        last = [x1, y1, x2, y2]
+        last = [float(v) for v in np.clip([x1, y1, x2, y2], 0, [160, 120, 160, 120])]
         g = pose_service.PERSON_REFINE
         cx, cy, hw, hh = (x1 + x2) / 2, (y1 + y2) / 2, g * (x2 - x1) / 2, g * (y2 - y1) / 2
         region = (max(0.0, cx - hw), max(0.0, cy - hh), min(160.0, cx + hw), min(120.0, cy + hh))
-    return last or [], looks
+    return last
 
 
 def test_each_look_of_the_cascade_is_the_finder_on_a_region_around_the_last_box(
     person_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Every look runs (no two agree enough), or the cascade stops at the first look that agrees with the one before."""
     img = encode(noise_image(160, 120, seed=4))
     settings = Settings(models_dir=person_dir, jpeg_draft=False)
     registry = Registry.load(settings)
     finder, pose = registry.get(LOCALIZE, "finder"), registry.get(POSE, "pose_found")
     prep = prepare(img, pose, settings)
     seen = set()
-    for agree in (1.01, 0.0):
-        monkeypatch.setattr(pose_service, "PERSON_AGREE", agree)
-        want, looks = _cascade_written_out(finder, prep.decoded, agree)
-        assert looks == (pose_service.PERSON_LOOKS if agree > 1 else 2)
+    for looks in (1, pose_service.PERSON_LOOKS):
+        monkeypatch.setattr(pose_service, "PERSON_LOOKS", looks)
+        want = _cascade_written_out(finder, prep.decoded, looks)
         got = pose_service.person_region(finder, prep.decoded, Deadline.start(5))
         assert got is not None and np.allclose(got, want, atol=1e-6)
         seen.add(tuple(round(v, 3) for v in want))
-    assert len(seen) == 2  # the third look moved the box: stopping early is visible
+    assert len(seen) == 2  # the second look moved the box
+
+
+async def test_with_a_framing_the_pose_model_regresses_again_in_the_box_its_joints_frame(
+    make_client: Callable[..., Any], person_dir: Path
+) -> None:
+    """No box: the pose model's first answer (in the finder's box) is framed as in training (joints_frame), and
+    the joints returned are the model's on that box; with a box, the model runs once, on it."""
+    img = encode(noise_image(160, 120, seed=4))
+    settings = Settings(models_dir=person_dir, jpeg_draft=False)
+    registry = Registry.load(settings)
+    framed, plain = registry.get(POSE, "pose_framed"), registry.get(POSE, "pose_found")
+    decoded = prepare(img, framed, settings).decoded
+    assert framed.person is not None
+    found = pose_service.person_region(framed.person, decoded, Deadline.start(5))
+    assert found is not None
+
+    def joints_in(box: tuple[float, ...]) -> np.ndarray:
+        x1, y1, x2, y2 = box
+        raw = framed.run(fit_region(decoded, framed, (x1, y1, x2, y2)).batch, ["joints"])["joints"][0]
+        return np.asarray([x1, y1]) + np.asarray(raw, dtype=np.float64).reshape(-1, 2) * [x2 - x1, y2 - y1]
+
+    first = joints_in(found)
+    (x0, y0), (x1, y1) = first.min(axis=0), first.max(axis=0)
+    w, h = max(x1 - x0, 1) / 0.55, max(y1 - y0, 1) / 0.76
+    w, h = max(w, 0.25 * max(w, h)), max(h, 0.25 * max(w, h))
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    frame = tuple(float(v) for v in np.clip([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 0, [160, 120, 160, 120]))
+    assert float(iou(frame, found)) < 0.99  # re-framing moves this box: the test can tell the two apart
+    async with make_client(models_dir=person_dir, jpeg_draft=False) as client:
+        r = (await client.post("/pose", files=files(img), params={"model": "pose_framed"})).json()
+        assert r["person_box_source"] == "person_model"
+        assert np.allclose([r["person_box"][k] for k in ("x1", "y1", "x2", "y2")], frame, atol=1e-3)
+        got = np.array([[j["x"], j["y"]] for j in r["joints"]])
+        assert np.allclose(got, joints_in(frame), atol=1e-3)
+        # the unframed twin (same weights) answers the first look: the finder's box and the joints in it
+        r = (await client.post("/pose", files=files(img), params={"model": "pose_found"})).json()
+        assert np.allclose([[j["x"], j["y"]] for j in r["joints"]], first, atol=1e-3)
+        # a request's box is used as given, framing or not
+        r = (await client.post("/pose", files=files(img), params={"model": "pose_framed", "box": "10,5,60,70"})).json()
+        assert [r["person_box"][k] for k in ("x1", "y1", "x2", "y2")] == [10, 5, 60, 70]
+    assert plain.joints.framing is None and framed.joints.framing is not None
 
 
 async def test_the_bundled_pose_model_finds_a_held_out_lsp_person_in_a_larger_photo(

@@ -9,6 +9,7 @@ from app.core.boxes import (
     BoxError,
     clip_xyxy,
     iou,
+    joints_frame,
     mask_to_xyxy,
     normalize_xyxy,
     rchw_to_xyxy,
@@ -86,3 +87,46 @@ def test_mask_to_xyxy_uses_exclusive_edges() -> None:
     np.testing.assert_array_equal(mask_to_xyxy(m), [2, 1, 5, 3])
     with pytest.raises(BoxError):
         mask_to_xyxy(np.zeros((3, 3), dtype=bool))
+
+
+def test_joints_frame_puts_the_joints_at_the_span_of_its_sides() -> None:
+    # joints 55 wide and 76 high, spanning 0.55 and 0.76 of the frame: a 100 x 100 box about their centre
+    pts = [[10, 20], [65, 96], [30, 50]]
+    np.testing.assert_allclose(joints_frame(pts, (0.55, 0.76), 0.25), [-12.5, 8, 87.5, 108])
+    # a person lying down and seen edge-on: 200 wide, 2 high -> the height is raised to a quarter of the width
+    np.testing.assert_allclose(joints_frame([[0, 0], [100, 1]], (0.5, 0.5), 0.25), [-50, -24.5, 150, 25.5])
+
+
+@given(
+    st.lists(st.tuples(coord, coord), min_size=1, max_size=14),
+    st.floats(0.05, 1),
+    st.floats(0.05, 1),
+    st.floats(0.05, 1),
+)
+def test_joints_frame_holds_every_joint_at_its_span_and_aspect(
+    pts: list[tuple[float, float]], sx: float, sy: float, ratio: float
+) -> None:
+    p = np.array(pts)
+    x1, y1, x2, y2 = joints_frame(p, (sx, sy), ratio)
+    w, h = x2 - x1, y2 - y1
+    assert x1 <= p[:, 0].min() and p[:, 0].max() <= x2 and y1 <= p[:, 1].min() and p[:, 1].max() <= y2
+    extent = np.maximum(p.max(axis=0) - p.min(axis=0), 1.0)
+    assert w >= extent[0] / sx * (1 - 1e-9) and h >= extent[1] / sy * (1 - 1e-9)  # at least the span's size
+    assert min(w, h) >= ratio * max(w, h) * (1 - 1e-9)
+    np.testing.assert_allclose([(x1 + x2) / 2, (y1 + y2) / 2], (p.max(axis=0) + p.min(axis=0)) / 2, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("pts", "span", "ratio"),
+    [
+        ([], (0.5, 0.5), 0.25),
+        ([[0, np.nan]], (0.5, 0.5), 0.25),
+        ([[0, 0]], (0.0, 0.5), 0.25),
+        ([[0, 0]], (0.5, 0.5), 2),
+    ],
+)
+def test_joints_frame_refuses_what_is_not_joints_or_a_span(
+    pts: list[list[float]], span: tuple[float, float], ratio: float
+) -> None:
+    with pytest.raises(BoxError):
+        joints_frame(np.array(pts, dtype=float).reshape(-1, 2) if pts else np.zeros((0, 2)), span, ratio)
