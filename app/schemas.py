@@ -204,10 +204,12 @@ class Edge(BaseModel):
 class PoseResponse(BaseModel):
     model: str
     image: ImageInfo
-    person_box: Box
+    person_box: Box = Field(description="The box the joints were regressed in.")
     person_box_source: Literal["request", "person_model", "image"] = Field(
         description="Where person_box came from: the request's `box`; the pose model's person finder (its "
-        "sidecar's person_model, when no box is given); or the whole image (no box, no person finder)."
+        "sidecar's person_model, when no box is given); or the whole image (no box, no person finder). Without "
+        "a request's box, a model with a framing (sidecar joints.framing) re-frames that box around its first "
+        "answer's joints."
     )
     joints: list[Joint]
     edges: list[Edge]

@@ -56,7 +56,8 @@ async def pose(
         Query(
             description="The person's box in image pixels, 4 comma-separated numbers (see box_format). "
             "Default: the box the pose model's person finder draws (its sidecar's person_model), or the whole "
-            "image for a model without one.",
+            "image for a model without one; then, for a model whose sidecar gives its framing, the box its "
+            "first answer's joints frame, where it regresses them again.",
             examples=["40,10,260,400"],
         ),
     ] = None,
