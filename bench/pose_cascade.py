@@ -1,6 +1,6 @@
 """/pose without a box, its cascade against itself: finder looks x the pose model's re-framing, on held-out scenes.
 
-    python -m bench.pose_cascade --scenes cache/person_scenes           # ≈ 5 min on 2 cores
+    python -m bench.pose_cascade --scenes cache/person_scenes           # ≈ 3 min on 2 cores
 
 Each variant is the service function ``run_pose`` with ``PERSON_LOOKS`` set to 1, 2 or 3 and the sidecar's
 ``joints.framing`` kept or dropped (dropped: the pose model runs once, on the finder's box).  Scored on the
@@ -15,7 +15,6 @@ import argparse
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -33,9 +32,9 @@ def variant(model: PoseModel, framed: bool) -> PoseModel:
     return dataclasses.replace(model, joints=joints)
 
 
-def run_variant(model: PoseModel, scenes: list[tuple[bytes, Any]], settings: Settings) -> list[list[list[float]]]:
+def run_variant(model: PoseModel, scenes: list[bytes], settings: Settings) -> list[list[list[float]]]:
     out = []
-    for data, _ in scenes:
+    for data in scenes:
         res = pose_service.run_pose(model, data, pose_service.PoseParams(), settings, Deadline.start(30)).response
         out.append([[j.x, j.y] for j in res.joints])
     return out
@@ -52,7 +51,7 @@ def main() -> None:
     if model.person is None or model.joints.framing is None:
         raise SystemExit(f"{model.name} needs a person finder (person_model) and joints.framing in its sidecar")
     records = json.loads((args.scenes / "val.json").read_text())["scenes"]
-    scenes = [((args.scenes / r["file"]).read_bytes(), r) for r in records]
+    scenes = [(args.scenes / r["file"]).read_bytes() for r in records]
     gt = np.array([r["joints"] for r in records])
     mask = np.array([r["annotated"] for r in records])
     halves = {"all": slice(None), "even": slice(0, None, 2), "odd": slice(1, None, 2)}

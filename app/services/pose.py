@@ -1,5 +1,6 @@
 """/pose: 2k joint coordinates regressed for the person in a box: the request's, else the one the pose model's
-person finder draws (its sidecar's ``person_model``), else the whole image."""
+person finder draws (its sidecar's ``person_model``), else the whole image; without the request's box, regressed
+again in the box those joints frame (its sidecar's ``joints.framing``)."""
 
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ def test_a_variant_without_framing_answers_as_a_pose_model_that_has_none(tmp_pat
     registry = Registry.load(settings)
     framed, plain = registry.get(POSE, "framed"), registry.get(POSE, "plain")
     img = encode(noise_image(160, 120, seed=4))
-    scenes = [(img, None)]
+    scenes = [img]
 
     dropped = variant(framed, framed=False)
     assert dropped.joints.framing is None and framed.joints.framing is not None  # the loaded model is untouched
