@@ -112,5 +112,6 @@ def joints_frame(points: npt.ArrayLike, span: tuple[float, float], min_side_rati
     w, h = max(hi[0] - lo[0], 1.0) / span[0], max(hi[1] - lo[1], 1.0) / span[1]
     side = max(w, h)
     w, h = max(w, min_side_ratio * side), max(h, min_side_ratio * side)
-    cx, cy = (lo + hi) / 2
-    return np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dtype=np.float64)
+    centre, half = (lo + hi) / 2, np.array([w, h]) / 2
+    # at a span of 1 the edges are the extreme joints, which centre +- half can miss by a rounding
+    return np.concatenate([np.minimum(centre - half, lo), np.maximum(centre + half, hi)])

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from app.core.boxes import (
@@ -103,6 +103,7 @@ def test_joints_frame_puts_the_joints_at_the_span_of_its_sides() -> None:
     st.floats(0.05, 1),
     st.floats(0.05, 1),
 )
+@example([(8191.0, 0.0), (-1.663189929339751, 0.0)], 1.0, 1.0, 1.0)  # centre - half rounded past the joint
 def test_joints_frame_holds_every_joint_at_its_span_and_aspect(
     pts: list[tuple[float, float]], sx: float, sy: float, ratio: float
 ) -> None:
