@@ -99,6 +99,11 @@ class DecodedImage:
     animated: bool
     orientation: int
 
+    @property
+    def resolution(self) -> float:
+        """The fraction of the full resolution ``image`` holds along its poorer axis (1: all of it)."""
+        return min(self.image.width / self.width, self.image.height / self.height)
+
 
 def sniff_format(data: bytes) -> str:
     """Image format from magic bytes; UnsupportedMediaType when it is not one we decode."""

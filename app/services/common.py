@@ -96,16 +96,14 @@ def decode_for(
     region: Region | None = None,
     *,
     overlay: bool = False,
-    region_side: float = 1.0,
+    pixels: float = 1.0,
 ) -> DecodedImage:
     """bytes -> oriented image, decoded at the smallest scale that still gives the model (and, with ``overlay``,
-    the overlay picture) the pixels it needs for ``region`` (default: the whole image) - or, when the region is
-    not known yet (it is found on the decoded image, then fitted with :func:`fit_region`), for a region of
-    ``region_side`` times the image's sides."""
+    the overlay picture) the pixels it needs for ``region`` (default: the whole image): ``pixels`` of its input
+    side along each axis (1: all of it)."""
     opened = open_image(data, max_pixels=settings.max_image_pixels)
     reg = _checked_region(region, opened.width, opened.height)
-    w, h = (reg[2] - reg[0]) * region_side, (reg[3] - reg[1]) * region_side
-    fraction = model.spec.needed_fraction(w, h) if settings.jpeg_draft else 1.0
+    fraction = pixels * model.spec.needed_fraction(reg[2] - reg[0], reg[3] - reg[1]) if settings.jpeg_draft else 1.0
     if overlay:
         fraction = max(fraction, settings.overlay_max_side / max(opened.width, opened.height))
     return opened.decode(min(1.0, fraction), settings.max_decode_bytes)

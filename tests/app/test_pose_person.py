@@ -17,7 +17,7 @@ from app.core.imaging import DecodedImage
 from app.model import LoadedModel
 from app.registry import Registry
 from app.services import pose as pose_service
-from app.services.common import Deadline, fit_region, prepare
+from app.services.common import Deadline, decode_for, fit_region, prepare
 from app.services.localize import LocalizeParams, run_localize
 from app.tasks import LOCALIZE, POSE
 from tests.conftest import encode, files, noise_image
@@ -137,6 +137,41 @@ def test_each_look_of_the_cascade_is_the_finder_on_a_region_around_the_last_box(
         assert got is not None and np.allclose(got, want, atol=1e-6)
         seen.add(tuple(round(v, 3) for v in want))
     assert len(seen) == 2  # the second look moved the box
+
+
+def test_later_looks_after_a_box_continue_the_cascade(person_dir: Path) -> None:
+    """run_pose splits the cascade around a possible second decode: the first look, then the rest after its box."""
+    settings = Settings(models_dir=person_dir, jpeg_draft=False)
+    finder = Registry.load(settings).get(LOCALIZE, "finder")
+    decoded = prepare(encode(noise_image(160, 120, seed=4)), finder, settings).decoded
+    first = pose_service.person_region(finder, decoded, Deadline.start(5), looks=1)
+    assert first is not None
+    rest = pose_service.person_region(finder, decoded, Deadline.start(5), after=first, looks=1)
+    assert rest == pose_service.person_region(finder, decoded, Deadline.start(5), looks=2) != first
+    assert pose_service.person_region(finder, decoded, Deadline.start(5), after=first, looks=0) == first
+
+
+def test_a_person_with_too_few_pixels_is_decoded_again_at_a_finer_scale(person_dir: Path) -> None:
+    """Decoded for the finder's look at the whole image (1/8 of a 1280x960 JPEG for its 32-px input), the image is
+    decoded again only where a box holds less than PERSON_MIN_INPUT of the pose input along an axis."""
+    settings = Settings(models_dir=person_dir)
+    registry = Registry.load(settings)
+    finder, pose = registry.get(LOCALIZE, "finder"), registry.get(POSE, "pose_found")
+    data = encode(noise_image(1280, 960, seed=1))
+    coarse = decode_for(data, finder, settings)
+    assert coarse.resolution == 0.125
+
+    def sharp(box: tuple[float, float, float, float], d: DecodedImage = coarse) -> DecodedImage:
+        return pose_service.sharp_enough(d, data, pose, box, settings, False, Deadline.start(5))
+
+    assert sharp((0, 0, 1280, 960)) is coarse and sharp((100, 100, 500, 400)) is coarse  # 50x37 px >= 19.2
+    small = (100.0, 100.0, 260.0, 220.0)  # 20x15 px at 1/8
+    finer = sharp(small)
+    assert (finer.width, finer.height) == (1280, 960) and finer.resolution == 0.25  # 40x30 px
+    assert min(160 * finer.resolution, 120 * finer.resolution) >= pose_service.PERSON_MIN_INPUT * 32
+    assert sharp(small, finer) is finer
+    whole = decode_for(encode(noise_image(1280, 960, seed=1), "PNG"), finder, settings)  # decoded in full
+    assert whole.resolution == 1.0 and sharp((0, 0, 8, 8), whole) is whole
 
 
 async def test_with_a_framing_the_pose_model_regresses_again_in_the_box_its_joints_frame(

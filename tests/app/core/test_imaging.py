@@ -140,6 +140,9 @@ def test_jpeg_draft_decodes_fewer_pixels_same_field_of_view() -> None:
     assert (d.width, d.height) == (1600, 1200)
     assert d.image.width < 1600 and d.image.width >= 224 and d.image.height >= 224
     assert abs(d.image.width / d.image.height - 4 / 3) < 0.02
+    assert d.resolution == min(d.image.width / 1600, d.image.height / 1200) == 0.25  # 1/4: 400x300 >= 224
+    full = decode_image(data, max_pixels=BIG, max_bytes=BIG_BYTES, fraction=1.0)
+    assert full.resolution == 1.0
 
 
 def test_sniff_webp_needs_riff() -> None:
