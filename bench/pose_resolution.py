@@ -6,7 +6,7 @@ The decode rule of ``app.services.pose`` picks the JPEG draft scale from an assu
 what fewer pixels cost.  Each validation scene of ``python -m export person-scenes`` (held-out people) is
 downscaled by 1/``f`` (Pillow's box filter, like a DCT-domain draft; re-encoded as JPEG at quality 95, the
 ``f = 1`` row too, so that every row is re-encoded once) and run through the service function ``run_pose``
-with no box (finder looks, pose model, re-framing). Scenes are binned by the smaller side of their true person
+with no box (finder looks, pose model, re-framing), decoded in full (``jpeg_draft`` off). Scenes are binned by the smaller side of their true person
 box at full size, in pixels; a cell is mean PCP over the 8 limbs of that bin's scenes, the same scenes in
 every column.  The pose model's input side is printed with it: a box side over that input side is how much
 of the input the person fills at that scale.
@@ -51,7 +51,8 @@ def main() -> None:
     ap.add_argument("--model", default="efficientnet_lite0_lsp_pose")
     ap.add_argument("--factors", type=float, nargs="+", default=[1.0, 1.5, 2.0, 3.0])
     args = ap.parse_args()
-    settings = Settings(models_dir=REPO_MODELS, intra_op_threads=2, max_concurrency=1)
+    # Decoded in full (no JPEG draft): the scale is the one set here, not the one the service would pick.
+    settings = Settings(models_dir=REPO_MODELS, intra_op_threads=2, max_concurrency=1, jpeg_draft=False)
     model = Registry.load(settings).get(POSE, args.model)
     records = json.loads((args.scenes / "val.json").read_text())["scenes"]
     gt = np.array([r["joints"] for r in records], dtype=np.float64)
