@@ -15,6 +15,7 @@ from app.config import Settings
 from app.core.boxes import FloatArray, clip_xyxy, joints_frame
 from app.core.imaging import DecodedImage
 from app.core.overlay import display_image, draw_box, draw_skeleton, png_bytes
+from app.errors import PayloadTooLarge
 from app.model import Arrays, LoadedModel, PoseModel
 from app.schemas import Edge, Joint, PoseResponse, Timings
 from app.services.common import (
@@ -124,12 +125,16 @@ def sharp_enough(
 ) -> DecodedImage:
     """``decoded``, or the upload decoded again at the scale that gives ``box`` :data:`PERSON_MIN_INPUT` of the
     pose model's input side when ``decoded`` holds less of it (a reduced decode of a large image with a small
-    person)."""
+    person) - unless that decode would take more than ``max_decode_bytes``: the upload was accepted, and its
+    person is then regressed on ``decoded``."""
     x1, y1, x2, y2 = box
     if decoded.resolution >= min(1.0, PERSON_MIN_INPUT * model.spec.needed_fraction(x2 - x1, y2 - y1)):
         return decoded
     deadline.left("decoding at a finer scale")
-    return decode_for(data, model, settings, box, overlay=overlay, pixels=PERSON_MIN_INPUT)
+    try:
+        return decode_for(data, model, settings, box, overlay=overlay, pixels=PERSON_MIN_INPUT)
+    except PayloadTooLarge:
+        return decoded
 
 
 def reframed(points: FloatArray, framing: Framing, width: int, height: int) -> Region | None:

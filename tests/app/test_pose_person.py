@@ -40,6 +40,7 @@ def person_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     framed = {"names": JOINT_NAMES, "edges": EDGES, "framing": {"span": [0.55, 0.76], "min_side_ratio": 0.25}}
     build("pose", d / "pose_framed.onnx", seed=3, edit={"person_model": "finder", "joints": framed})
     build("pose", d / "pose_plain.onnx", seed=3)
+    build("pose", d / "pose_sharp.onnx", seed=3, size=128, edit={"person_model": "finder"})  # 4x the finder's input
     build("pose", d / "pose_missing.onnx", seed=3, edit={"person_model": "nobody"})
     build("cam", d / "many.onnx", seed=1)
     build("pose", d / "pose_unfit.onnx", seed=3, edit={"person_model": "many"})
@@ -172,6 +173,26 @@ def test_a_person_with_too_few_pixels_is_decoded_again_at_a_finer_scale(person_d
     assert sharp(small, finer) is finer
     whole = decode_for(encode(noise_image(1280, 960, seed=1), "PNG"), finder, settings)  # decoded in full
     assert whole.resolution == 1.0 and sharp((0, 0, 8, 8), whole) is whole
+    # the decode budget bounds the second decode as it does the first: beyond it, the coarse image is kept
+    tight = settings.model_copy(update={"max_decode_bytes": 160 * 120 * 4})  # 1/8 fits, 1/4 would not
+    assert pose_service.sharp_enough(coarse, data, pose, small, tight, False, Deadline.start(5)) is coarse
+
+
+async def test_a_person_short_of_pixels_is_decoded_again_within_the_decode_budget(
+    make_client: Callable[..., Any], person_dir: Path
+) -> None:
+    """A 1280x960 JPEG is decoded at 1/8 for the finder's 32-px input; its box then holds less than 0.6 of the
+    128-px pose input, so the pose model sees a second, finer decode - unless that decode would pass the decode
+    budget, where the answer comes from the first one (never a 413 for an upload already accepted)."""
+    data = encode(noise_image(1280, 960, seed=1))
+    answers = []
+    for budget in (200 << 20, 160 * 120 * 4):  # the default; the 1/8 decode's own cost
+        async with make_client(models_dir=person_dir, max_decode_bytes=budget) as client:
+            r = await client.post("/pose", files=files(data), params={"model": "pose_sharp"})
+            assert r.status_code == 200, r.text
+            assert r.json()["person_box_source"] == "person_model"
+            answers.append([(j["x"], j["y"]) for j in r.json()["joints"]])
+    assert not np.allclose(answers[0], answers[1], atol=1e-3)  # the finer image changed the answer
 
 
 async def test_with_a_framing_the_pose_model_regresses_again_in_the_box_its_joints_frame(
