@@ -17,8 +17,12 @@ FROM python:3.11-slim AS runtime
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    LOCSVC_MODELS_DIR=/srv/models
-RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin locsvc
+    LOCSVC_MODELS_DIR=/srv/models \
+    LOCSVC_OPENVINO_CACHE_DIR=/var/cache/locsvc
+# OpenVINO's compiled models (Intel CPUs): a volume there keeps them across restarts (docker-compose.yml); on a
+# read-only root filesystem with nothing mounted there, the service starts without the cache and says so.
+RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin locsvc \
+    && install -d -o 10001 -g 10001 -m 0700 /var/cache/locsvc
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /srv
 COPY --chown=root:root models ./models

@@ -36,6 +36,8 @@ install-nginx:
 # One command on a fresh machine: serves on 127.0.0.1 with authentication off (the service says so when it
 # starts). Elsewhere, set LOCSVC_API_KEY instead:  make run HOST=0.0.0.0 AUTH=on LOCSVC_API_KEY=...
 AUTH ?= off
+# OpenVINO's compiled models (Intel CPUs): every start after the first loads them from there.
+run: export LOCSVC_OPENVINO_CACHE_DIR ?= $(CURDIR)/cache/openvino
 run: $(VENV)/.runtime
 	LOCSVC_AUTH=$(AUTH) $(BIN)/uvicorn app.main:app --host $(HOST) --port $(PORT) --timeout-graceful-shutdown 30 \
 		--limit-concurrency 32

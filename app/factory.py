@@ -22,7 +22,7 @@ from app.observability import Metrics, ObservabilityMiddleware, configure_loggin
 from app.problems import PROBLEM_RESPONSES, install_error_handlers
 from app.registry import Registry
 from app.routers import meta, page
-from app.runtime import check_provider
+from app.runtime import cache_problem, check_provider
 from app.schemas import Problem
 from app.tasks import TASKS, Tasks
 
@@ -77,6 +77,9 @@ def create_app(settings: Settings | None = None, tasks: Tasks = TASKS) -> FastAP
     check_provider(settings)
     # Here rather than in the lifespan: uvicorn imports the app before it logs its start-up lines.
     configure_logging(settings.log_level, settings.log_json)
+    if (problem := cache_problem(settings)) is not None:
+        log.warning("OpenVINO's model cache is off: %s (each start compiles the models)", problem)
+        settings = settings.model_copy(update={"openvino_cache_dir": None})
     app = FastAPI(
         title="Localization inference service",
         version=__version__,

@@ -61,7 +61,7 @@ def load_model(sidecar_path: Path, settings: Settings, tasks: Tasks = TASKS) -> 
     if settings.verify_sha256 and sha256_file(onnx_path) != sidecar.sha256:
         raise ModelLoadError(sidecar_path, "sha256", f"{onnx_path.name} does not match it (file changed or corrupt)")
     try:
-        session = create_session(onnx_path, settings, quantized=sidecar.quantization is not None)
+        session = create_session(onnx_path, settings)
     except ProviderError:
         raise
     except Exception as exc:  # onnxruntime raises its own (untyped) exceptions for a bad graph

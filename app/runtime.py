@@ -9,6 +9,7 @@ import heapq
 import importlib
 import importlib.util
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -94,6 +95,22 @@ def check_provider(settings: Settings) -> None:
         raise ProviderError(f"LOCSVC_EXECUTION_PROVIDER=openvino: {_MISSING}; install it, or {_ADVICE}")
 
 
+def cache_problem(settings: Settings) -> str | None:
+    """Why ``openvino_cache_dir`` cannot be OpenVINO's model cache (it cannot be created, or written), after
+    creating it if missing; ``None`` when it can, or is unset.  OpenVINO fails the compile, and so the model,
+    where it cannot write its cache: without one, a start only compiles again."""
+    cache = settings.openvino_cache_dir
+    if cache is None:
+        return None
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"LOCSVC_OPENVINO_CACHE_DIR={cache} cannot be created ({exc.strerror})"
+    if not os.access(cache, os.W_OK | os.X_OK):
+        return f"LOCSVC_OPENVINO_CACHE_DIR={cache} is not writable by this process"
+    return None
+
+
 def _openvino_lookup() -> ort.OrtEpDevice | str:
     """OpenVINO's CPU device, its plugin library registered with onnxruntime once per process, or why there is
     none (the plugin is missing, or it offers no device on this CPU: version 1.8.1 lists Intel CPUs only)."""
@@ -136,20 +153,19 @@ def resolve_provider(settings: Settings) -> tuple[Literal["openvino", "cpu"], st
     return ("cpu", found) if isinstance(found, str) else ("openvino", None)
 
 
-def create_session(path: Path, settings: Settings, *, quantized: bool = False) -> ort.InferenceSession:
-    """The onnxruntime session of one model file on the settings' execution provider (onnxruntime's CPU
-    provider for a ``quantized`` graph: OpenVINO compiles each int8 twin in 0.4-0.5 s, which would put ready
-    after start past 2 s; docs/decisions/execution-provider.md).
+def create_session(path: Path, settings: Settings) -> ort.InferenceSession:
+    """The onnxruntime session of one model file on the settings' execution provider.
 
     On OpenVINO (``openvino``, or ``auto`` where its plugin offers this CPU): the whole graph on its CPU plugin
     (no silent fallback to onnxruntime's kernels: a node it cannot run fails the session), fp32 precision pinned
     (on a CPU with bf16 units its default is bf16, which changes the answers), ``max_concurrency`` streams (a
     stream runs one request at a time; one stream would serialize the requests) of ``intra_op_threads`` threads
     each, which OpenVINO caps at the cores in all: on 2 cores the defaults give each of the 2 requests one
-    thread. Raises :class:`ProviderError` if the provider cannot be created, onnxruntime's error if the file is
-    not a graph it can run."""
+    thread; with ``openvino_cache_dir``, compiled once and loaded from there on later starts (an int8 twin
+    compiles in 0.4-0.5 s). Raises :class:`ProviderError` if the provider cannot be created, onnxruntime's error
+    if the file is not a graph it can run."""
     so = session_options(settings)
-    if quantized or resolve_provider(settings)[0] == "cpu":
+    if resolve_provider(settings)[0] == "cpu":
         return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
     cpu = {
@@ -157,6 +173,8 @@ def create_session(path: Path, settings: Settings, *, quantized: bool = False) -
         "INFERENCE_NUM_THREADS": str(settings.intra_op_threads * settings.max_concurrency),
         "NUM_STREAMS": str(settings.max_concurrency),
     }
+    if settings.openvino_cache_dir is not None:
+        cpu["CACHE_DIR"] = str(settings.openvino_cache_dir)
     options = {"load_config": json.dumps({"CPU": cpu})}
     so.add_provider_for_devices([_openvino_cpu()], options)
     session = ort.InferenceSession(str(path), so)

@@ -7,15 +7,14 @@ bundled models on OpenVINO's CPU device, each session made by the service's ``ap
 
 Stages, each printed after ``malloc_trim``: the plugin registered; each model's session created (with its
 creation time); each model's first run on one thread, then 2 runs at once (2 threads, as
-``LOCSVC_MAX_CONCURRENCY=2``). ``--cache-dir`` adds OpenVINO's ``CACHE_DIR`` (its compiled-model cache, which
-the service does not set) to the same session options: run twice, the second start reads the cache. Inputs are random (memory does not depend on them). x86-64 with an
-Intel CPU only: the plugin offers no device elsewhere.
+``LOCSVC_MAX_CONCURRENCY=2``). ``--cache-dir`` is ``LOCSVC_OPENVINO_CACHE_DIR`` (OpenVINO's compiled-model
+cache): run twice, the second start reads the cache. Inputs are random (memory does not depend on them). x86-64
+with an Intel CPU only: the plugin offers no device elsewhere.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import threading
 import time
 from pathlib import Path
@@ -44,29 +43,13 @@ def run(session: ort.InferenceSession, times: int = 3) -> None:
         session.run(None, {feed.name: x})
 
 
-def make_session(path: Path, settings: Settings, cache_dir: Path | None) -> ort.InferenceSession:
-    """The service's session of ``path``, or with ``cache_dir``: the same options plus OpenVINO's ``CACHE_DIR``."""
-    if cache_dir is None:
-        return runtime.create_session(path, settings)
-    so = runtime.session_options(settings)
-    so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
-    cpu = {
-        "INFERENCE_PRECISION_HINT": "f32",
-        "INFERENCE_NUM_THREADS": str(settings.intra_op_threads * settings.max_concurrency),
-        "NUM_STREAMS": str(settings.max_concurrency),
-        "CACHE_DIR": str(cache_dir),
-    }
-    so.add_provider_for_devices([runtime._openvino_cpu()], {"load_config": json.dumps({"CPU": cpu})})
-    return ort.InferenceSession(str(path), so)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=[f"efficientnet_lite0_{m}" for m in MODELS])
     ap.add_argument("--streams", type=int, default=2, help="LOCSVC_MAX_CONCURRENCY: OpenVINO's NUM_STREAMS")
-    ap.add_argument("--cache-dir", type=Path, help="OpenVINO's CACHE_DIR (default: none, as the service)")
+    ap.add_argument("--cache-dir", type=Path, help="LOCSVC_OPENVINO_CACHE_DIR (default: none, as the service's)")
     args = ap.parse_args()
-    settings = Settings(execution_provider="openvino", max_concurrency=args.streams)
+    settings = Settings(execution_provider="openvino", max_concurrency=args.streams, openvino_cache_dir=args.cache_dir)
 
     print(f"{'imported':52s} {rss_mb():7.1f} MB")
     runtime.resolve_provider(settings)  # registers the plugin; ProviderError where it offers no device
@@ -74,7 +57,7 @@ def main() -> None:
     sessions = []
     for name in args.models:
         t0 = time.perf_counter()
-        sessions.append(make_session(REPO_MODELS / f"{name}.onnx", settings, args.cache_dir))
+        sessions.append(runtime.create_session(REPO_MODELS / f"{name}.onnx", settings))
         print(f"{name + f' created ({time.perf_counter() - t0:.2f} s)':52s} {rss_mb():7.1f} MB")
     for name, session in zip(args.models, sessions, strict=True):
         run(session)

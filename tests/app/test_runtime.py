@@ -1,6 +1,6 @@
-"""The execution provider: OpenVINO's CPU plugin where it offers this CPU (``auto``, the default), onnxruntime's CPU
-provider elsewhere, on request and for int8 twins, and a service that refuses to start on a provider it is told to
-use and cannot create."""
+"""The execution provider: OpenVINO's CPU plugin where it offers this CPU (``auto``, the default), for every model,
+int8 twins included; onnxruntime's CPU provider elsewhere and on request; OpenVINO's compiled-model cache; and a
+service that refuses to start on a provider or a cache folder it is told to use and cannot."""
 
 from __future__ import annotations
 
@@ -51,17 +51,42 @@ def test_openvino_gives_the_cpu_providers_answers(tmp_path: Path) -> None:
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
-def test_a_quantized_graph_stays_on_the_cpu_provider(tmp_path: Path) -> None:
-    build("localize", tmp_path / "m.onnx")
-    session = create_session(tmp_path / "m.onnx", Settings(), quantized=True)
-    assert session.get_providers() == ["CPUExecutionProvider"]
-
-
-def test_the_sidecar_says_which_models_are_quantized(tmp_path: Path) -> None:
+def test_an_int8_twin_runs_on_the_provider_of_the_others(tmp_path: Path) -> None:
     plain = load_model(build("localize", tmp_path / "a.onnx"), Settings())
     twin = load_model(build("localize", tmp_path / "b.onnx", edit={"quantization": {"format": "QDQ"}}), Settings())
-    assert plain.session.get_providers()[0] == HERE
-    assert twin.session.get_providers() == ["CPUExecutionProvider"]
+    assert plain.session.get_providers()[0] == twin.session.get_providers()[0] == HERE
+
+
+@needs_openvino
+def test_the_openvino_cache_keeps_what_it_compiled(tmp_path: Path) -> None:
+    """With a cache folder, the first session writes its compiled model there; the next one, loaded from it,
+    answers as a session compiled without the cache."""
+    build("localize", tmp_path / "m.onnx")
+    cache = tmp_path / "ov-cache"
+    settings = Settings(execution_provider="openvino", openvino_cache_dir=cache)
+    create_session(tmp_path / "m.onnx", settings)
+    blobs = sorted(cache.iterdir())
+    assert blobs and all(b.stat().st_size > 0 for b in blobs)
+    cached = create_session(tmp_path / "m.onnx", settings)
+    assert sorted(cache.iterdir()) == blobs  # read, not compiled again under another key
+    fresh = create_session(tmp_path / "m.onnx", Settings(execution_provider="openvino"))
+    names = [o.name for o in fresh.get_outputs()]
+    for a, b in zip(cached.run(names, _feed()), fresh.run(names, _feed()), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_cache_folder_that_cannot_be_made_is_left_out_with_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """OpenVINO fails the compile where it cannot write its cache: the service starts without it, and says why
+    (the app's log goes to stderr)."""
+    (tmp_path / "file").write_bytes(b"")
+    app = create_app(Settings(auth="off", openvino_cache_dir=tmp_path / "file" / "cache"))
+    assert app.state.settings.openvino_cache_dir is None
+    err = capsys.readouterr().err
+    assert "WARNING" in err and "model cache is off" in err and "cannot be created" in err, err
+    app = create_app(Settings(auth="off", openvino_cache_dir=tmp_path / "a" / "cache"))
+    assert app.state.settings.openvino_cache_dir == tmp_path / "a" / "cache" and (tmp_path / "a" / "cache").is_dir()
 
 
 def test_auto_falls_back_to_the_cpu_provider_and_says_why(
@@ -100,7 +125,7 @@ def test_the_load_log_names_each_models_provider(tmp_path: Path, caplog: pytest.
     with caplog.at_level(logging.INFO, logger="app.registry"):
         Registry.load(Settings(models_dir=tmp_path))
     loaded = {r.__dict__["model"]: r.__dict__["provider"] for r in caplog.records if r.getMessage() == "model loaded"}
-    assert loaded == {"a": OPENVINO, "b": "CPUExecutionProvider"}
+    assert loaded == {"a": OPENVINO, "b": OPENVINO}
 
 
 def test_a_missing_plugin_stops_the_registry_not_just_a_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
