@@ -1,6 +1,7 @@
 """The execution provider: OpenVINO's CPU plugin where it offers this CPU (``auto``, the default), for every model,
-int8 twins included; onnxruntime's CPU provider elsewhere and on request; OpenVINO's compiled-model cache; and a
-service that refuses to start on a provider or a cache folder it is told to use and cannot."""
+int8 twins included; onnxruntime's CPU provider elsewhere and on request; OpenVINO's compiled-model cache (left
+out, with a warning, where its folder cannot be used); and a service that refuses to start on a provider it is
+told to use and cannot create."""
 
 from __future__ import annotations
 
