@@ -328,9 +328,14 @@ class TestComposeUp:
             assert (base / "memory.max").read_text().strip() == str(1536 * 1024**2)
             quota_s, period_s = (base / "cpu.max").read_text().split()
             assert int(quota_s) == 2 * int(period_s)
-        # Writable /tmp, read-only everywhere else.
-        probe = "touch /tmp/probe && rm /tmp/probe && echo tmp-ok; touch /srv/probe 2>/dev/null || echo srv-ro; touch /probe 2>/dev/null || echo root-ro"
-        assert podman("exec", api.name, "sh", "-c", probe).split() == ["tmp-ok", "srv-ro", "root-ro"]
+        # Writable /tmp and OpenVINO's model cache (a named volume), read-only everywhere else.
+        probe = (
+            "touch /tmp/probe && rm /tmp/probe && echo tmp-ok; "
+            "touch /var/cache/locsvc/probe && rm /var/cache/locsvc/probe && echo cache-ok; "
+            "touch /srv/probe 2>/dev/null || echo srv-ro; touch /probe 2>/dev/null || echo root-ro"
+        )
+        assert podman("exec", api.name, "sh", "-c", probe).split() == ["tmp-ok", "cache-ok", "srv-ro", "root-ro"]
+        assert "model cache is off" not in logs(api.name)
 
     def test_clean_stop_within_grace_period(self, api: Api) -> None:
         t0 = time.monotonic()
