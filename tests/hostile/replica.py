@@ -52,6 +52,8 @@ class Replica:
         self.starts += 1
         server = Server(self.logs / f"server-{self.starts}.log", REPO_MODELS, **self.env)
         server.wait_ready(timeout=240)
+        kb = proc_status(server.proc.pid, "VmRSS")
+        self.ready_mb = 0.0 if kb is None else kb / 1024  # resident memory once ready
         return server
 
     @property
