@@ -502,6 +502,10 @@ class TestScale:
         still gets its answer, from the other replica, after one attempt that sent nothing."""
         jpeg = photos()["chelsea"]
         victim_addr, victim = sorted(scaled.replicas.items())[0]
+        # The test before killed this replica: once it is back, let nginx's fail_timeout (5 s) pass, so that the
+        # load balancer tries it again and meets the stopped replica, not one it still skips.
+        wait_healthy(victim, 90)
+        time.sleep(5.5)
         podman("stop", "-t", str(GRACE_S), victim, timeout=GRACE_S * 2)
         with httpx.Client(base_url=scaled.url, timeout=30) as c:
             for i in range(8):
