@@ -24,10 +24,9 @@ import onnxruntime as ort
 import psutil
 
 from app import runtime
-from app.config import Settings
+from app.config import REPO_MODELS, Settings
 
 MODELS = ("imagenet", "tiny_localize", "lsp_pose", "person_box")
-REPO_MODELS = Path(__file__).resolve().parents[1] / "models"
 
 
 def rss_mb() -> float:

@@ -60,8 +60,8 @@ def test_an_int8_twin_runs_on_the_provider_of_the_others(tmp_path: Path) -> None
 
 @needs_openvino
 def test_the_openvino_cache_keeps_what_it_compiled(tmp_path: Path) -> None:
-    """With a cache folder, the first session writes its compiled model there; the next one, loaded from it,
-    answers as a session compiled without the cache."""
+    """With a cache folder, the first session writes its compiled model there; the next one, made with the same
+    settings, adds no blob of its own and answers as a session compiled without the cache."""
     build("localize", tmp_path / "m.onnx")
     cache = tmp_path / "ov-cache"
     settings = Settings(execution_provider="openvino", openvino_cache_dir=cache)
@@ -69,7 +69,7 @@ def test_the_openvino_cache_keeps_what_it_compiled(tmp_path: Path) -> None:
     blobs = sorted(cache.iterdir())
     assert blobs and all(b.stat().st_size > 0 for b in blobs)
     cached = create_session(tmp_path / "m.onnx", settings)
-    assert sorted(cache.iterdir()) == blobs  # read, not compiled again under another key
+    assert sorted(cache.iterdir()) == blobs  # the same key: no second blob
     fresh = create_session(tmp_path / "m.onnx", Settings(execution_provider="openvino"))
     names = [o.name for o in fresh.get_outputs()]
     for a, b in zip(cached.run(names, _feed()), fresh.run(names, _feed()), strict=True):
