@@ -41,8 +41,9 @@ class Settings(BaseSettings):
     max_decode_bytes: int = Field(
         200 * 1024 * 1024,
         gt=0,
-        description="Largest memory the decoding of one image may take, every conversion "
-        "included, computed from its header before decoding (413 beyond).",
+        description="Largest memory the decoded images of the requests in inference may take together, every "
+        "conversion included, each computed from its header before decoding: one image over it is refused (413); "
+        "one that does not fit beside the others' waits for them, within the job deadline.",
     )
     jpeg_draft: bool = Field(
         True,
@@ -83,7 +84,13 @@ class Settings(BaseSettings):
         "cache; one that cannot be created or written is left out with a warning. Unused on onnxruntime's CPU "
         "provider.",
     )
-    max_concurrency: int = Field(2, ge=1, description="Requests in inference at once; others wait in the queue.")
+    max_concurrency: int = Field(
+        4,
+        ge=1,
+        description="Requests in inference (decode, fit, onnxruntime, post-processing) at once; others wait in the "
+        "queue. Two per core: part of each is Python under the GIL, and the others' inference fills the cores "
+        "meanwhile.",
+    )
     max_queue: int = Field(
         8,
         ge=0,

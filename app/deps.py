@@ -23,7 +23,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from app.config import Settings
 from app.errors import BodyTimeout, InvalidParameter, NotReady, ServiceError, Unauthorized, UnsupportedMediaType
-from app.limits import Ticket
+from app.limits import DecodeMemory, Ticket
 from app.observability import Metrics
 from app.registry import Registry
 from app.services.common import Deadline, Outcome
@@ -67,19 +67,23 @@ AdmissionDep = Annotated[Ticket, Depends(admission, scope="function")]
 
 @dataclass(frozen=True)
 class InferenceContext:
-    """What an inference route needs: the registry, settings, metrics, and its admission ticket."""
+    """What an inference route needs: the registry, settings, metrics, its admission ticket, and the decode
+    memory the jobs share."""
 
     registry: Registry
     settings: Settings
     metrics: Metrics
     ticket: Ticket
+    memory: DecodeMemory
 
     async def run(self, model: str, job: Callable[[Deadline], Outcome[R]]) -> Outcome[R]:
         """Wait for an inference slot (until the ticket's deadline), then run the blocking job (decode, fit,
         onnxruntime, post-processing) in the thread pool under one deadline, ``job_timeout_s`` from the moment
-        it has its slot, and record it.  The slot is free again before the response is serialized and sent."""
+        it has its slot, and record it.  The slot, and the decode memory the job took, are free again before
+        the response is serialized and sent."""
         async with self.ticket.slot():
-            return await anyio.to_thread.run_sync(self.observe, model, job, Deadline.start(self.settings.job_timeout_s))
+            deadline = Deadline.start(self.settings.job_timeout_s, self.memory)
+            return await anyio.to_thread.run_sync(self.observe, model, job, deadline)
 
     def observe(self, model: str, job: Callable[[Deadline], Outcome[R]], deadline: Deadline) -> Outcome[R]:
         """Run an inference job, recording its stage timings, or its failure reason."""
@@ -88,6 +92,8 @@ class InferenceContext:
         except ServiceError as exc:
             self.metrics.inference_failure.labels(model, exc.slug).inc()
             raise
+        finally:
+            deadline.close()
         t = result.timings
         self.metrics.decodes.labels(result.format).inc()
         self.metrics.preprocess.labels(model).observe(t.decode_ms / 1000)
@@ -101,7 +107,7 @@ async def inference_context(request: Request, ticket: AdmissionDep) -> Inference
     """Check readiness (503 while the models load).  ``async``: FastAPI runs a plain-``def`` dependency
     in the thread pool, a hop per request."""
     state = request.app.state
-    return InferenceContext(get_registry(request), state.settings, state.metrics, ticket)
+    return InferenceContext(get_registry(request), state.settings, state.metrics, ticket, state.decode_memory)
 
 
 def require_api_key(request: Request, key: Annotated[str | None, Security(_api_key_header)]) -> None:

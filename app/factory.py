@@ -17,7 +17,7 @@ from app.config import Settings
 from app.core.imaging import configure_pillow
 from app.deps import require_api_key
 from app.errors import ConfigurationError
-from app.limits import BodySizeLimitMiddleware, InferenceLimiter
+from app.limits import BodySizeLimitMiddleware, DecodeMemory, InferenceLimiter
 from app.observability import Metrics, ObservabilityMiddleware, configure_logging
 from app.problems import PROBLEM_RESPONSES, install_error_handlers
 from app.registry import Registry
@@ -51,6 +51,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.retry_after_s,
         app.state.metrics,
     )
+    app.state.decode_memory = DecodeMemory(settings.max_decode_bytes)
     registry = await anyio.to_thread.run_sync(Registry.load, settings, app.state.tasks)
     app.state.registry = registry
     app.state.metrics.models_loaded.set(len(registry.models))

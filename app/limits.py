@@ -1,10 +1,11 @@
-"""Admission control: a bounded number of requests in inference, a bounded queue, a wait timeout;
-and an upload size limit enforced while the body streams in."""
+"""Admission control: a bounded number of requests in inference, a bounded queue, a wait timeout; the
+decode memory the requests in inference share; and an upload size limit enforced while the body streams in."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -107,6 +108,41 @@ class InferenceLimiter:
     def publish(self) -> None:
         self.metrics.inflight.set(self.active)
         self.metrics.pending.set(self.waiting)
+
+
+class DecodeMemory:
+    """The memory the decoded images of all jobs in flight may take together (``LOCSVC_MAX_DECODE_BYTES``).
+
+    A job takes its decode's cost (computed from the header, before decoding) and gives it back when it ends
+    (:meth:`app.services.common.Deadline.close`); a job that finds too little free waits for the others, until
+    its deadline. Without it, each of ``max_concurrency`` jobs could hold a whole budget at once. Thread-safe:
+    jobs run in the thread pool."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self._free = total
+        self._cond = threading.Condition()
+
+    @property
+    def free(self) -> int:
+        return self._free
+
+    def take(self, nbytes: int, until: float) -> bool:
+        """Take ``nbytes`` as soon as that much is free, waiting until ``until`` (``time.monotonic()``) at the
+        latest; False if it was not free by then (nothing taken)."""
+        if not 0 <= nbytes <= self.total:
+            raise ValueError(f"cannot take {nbytes} of {self.total} bytes")
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._free >= nbytes, max(0.0, until - time.monotonic())):
+                return False
+            self._free -= nbytes
+            return True
+
+    def give(self, nbytes: int) -> None:
+        """Give back ``nbytes`` that :meth:`take` took, and wake the jobs waiting for them."""
+        with self._cond:
+            self._free += nbytes
+            self._cond.notify_all()
 
 
 class BodySizeLimitMiddleware:

@@ -139,7 +139,7 @@ def run_cam(
     model: CamModel, data: bytes, params: CamParams, settings: Settings, deadline: Deadline
 ) -> Outcome[CamResponse]:
     watch = Stopwatch()
-    prep = prepare(data, model, settings, overlay=params.overlay)
+    prep = prepare(data, model, settings, overlay=params.overlay, deadline=deadline)
     decode_ms = watch.lap()
     feats, logits = volume_and_logits(model, prep.batch, params.tta, deadline)
     inference_ms = watch.lap()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, TypedDict, TypeVar
 
 import numpy as np
@@ -14,7 +14,8 @@ from app.config import Settings
 from app.core.boxes import BoxError, clip_xyxy, normalize_xyxy, validate_xyxy, xyxy_to_rchw
 from app.core.fitting import Fit, fit_image
 from app.core.imaging import DecodedImage, open_image
-from app.errors import InvalidParameter, RequestTimeout
+from app.errors import InvalidParameter, PayloadTooLarge, RequestTimeout
+from app.limits import DecodeMemory
 from app.model import Arrays, LoadedModel
 from app.schemas import Box, ClassPrediction, ImageInfo, NormalizedBox, Timings
 
@@ -36,15 +37,45 @@ class Stopwatch:
 @dataclass(frozen=True)
 class Deadline:
     """The one deadline of an inference job (``time.monotonic()``), from the moment it has its slot: checked
-    between stages, and what is left of it bounds the onnxruntime run (which is then terminated)."""
+    between stages, and what is left of it bounds the onnxruntime run (which is then terminated). With
+    ``memory``, also the job's share of the decode memory all jobs share: what :meth:`reserve` took, held until
+    :meth:`close` (the job's end)."""
 
     at: float
     budget_s: float
+    memory: DecodeMemory | None = None
+    _held: list[int] = field(default_factory=list, repr=False, compare=False)
 
     @classmethod
-    def start(cls, budget_s: float) -> Deadline:
+    def start(cls, budget_s: float, memory: DecodeMemory | None = None) -> Deadline:
         """The deadline ``budget_s`` from now."""
-        return cls(time.monotonic() + budget_s, budget_s)
+        return cls(time.monotonic() + budget_s, budget_s, memory)
+
+    def reserve(self, nbytes: int, what: str) -> None:
+        """Hold ``nbytes`` of the shared decode memory until :meth:`close`: at once if that much is free, else
+        when the other jobs give it back; 503 if not by the deadline, 413 if it cannot fit beside what this
+        job already holds. Nothing without ``memory``."""
+        if self.memory is None:
+            return
+        held = sum(self._held)
+        if held + nbytes > self.memory.total:
+            raise PayloadTooLarge(
+                f"{what} would take {nbytes} bytes beside the {held} this request holds, over the limit of "
+                f"{self.memory.total}",
+                field="image",
+            )
+        if not self.memory.take(nbytes, self.at):
+            raise RequestTimeout(
+                f"the request waited {self.budget_s:g} s for decode memory that other requests hold, and was "
+                "stopped; retry later"
+            )
+        self._held.append(nbytes)
+
+    def close(self) -> None:
+        """Give back the decode memory this job holds (idempotent)."""
+        if self.memory is not None and self._held:
+            self.memory.give(sum(self._held))
+            self._held.clear()
 
     def left(self, stage: str) -> float:
         """Seconds left before ``stage``; 503 when none are."""
@@ -84,9 +115,10 @@ def prepare(
     region: Region | None = None,
     *,
     overlay: bool = False,
+    deadline: Deadline | None = None,
 ) -> Prepared:
     """bytes -> oriented image -> model input (the image, or ``region`` of it, fitted to the model)."""
-    return fit_region(decode_for(data, model, settings, region, overlay=overlay), model, region)
+    return fit_region(decode_for(data, model, settings, region, overlay=overlay, deadline=deadline), model, region)
 
 
 def decode_for(
@@ -97,16 +129,22 @@ def decode_for(
     *,
     overlay: bool = False,
     pixels: float = 1.0,
+    deadline: Deadline | None = None,
 ) -> DecodedImage:
     """bytes -> oriented image, decoded at the smallest scale that still gives the model (and, with ``overlay``,
     the overlay picture) the pixels it needs for ``region`` (default: the whole image): ``pixels`` of its input
-    side along each axis (1: all of it)."""
+    side along each axis (1: all of it). In a job (``deadline``), the decode's cost is first reserved from the
+    decode memory all jobs share (:meth:`Deadline.reserve`); benchmarks and tests may leave it out."""
     opened = open_image(data, max_pixels=settings.max_image_pixels)
     reg = _checked_region(region, opened.width, opened.height)
     fraction = pixels * model.spec.needed_fraction(reg[2] - reg[0], reg[3] - reg[1]) if settings.jpeg_draft else 1.0
     if overlay:
         fraction = max(fraction, settings.overlay_max_side / max(opened.width, opened.height))
-    return opened.decode(min(1.0, fraction), settings.max_decode_bytes)
+    fraction = min(1.0, fraction)
+    need = opened.cost(fraction)[0]
+    if deadline is not None and need <= settings.max_decode_bytes:  # beyond, decode() refuses it (413)
+        deadline.reserve(need, f"decoding this {opened.width}x{opened.height} {opened.format} image")
+    return opened.decode(fraction, settings.max_decode_bytes)
 
 
 def fit_region(decoded: DecodedImage, model: LoadedModel, region: Region | None) -> Prepared:

@@ -64,7 +64,7 @@ def run_localize(
     model: LoadedModel, data: bytes, params: LocalizeParams, settings: Settings, deadline: Deadline
 ) -> Outcome[LocalizeResponse]:
     watch = Stopwatch()
-    prep = prepare(data, model, settings, overlay=params.overlay)
+    prep = prepare(data, model, settings, overlay=params.overlay, deadline=deadline)
     decode_ms = watch.lap()
     out = model.run(prep.batch, ["logits", "box"], deadline.left("inference"))
     inference_ms = watch.lap()

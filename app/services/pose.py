@@ -125,14 +125,14 @@ def sharp_enough(
 ) -> DecodedImage:
     """``decoded``, or the upload decoded again at the scale that gives ``box`` :data:`PERSON_MIN_INPUT` of the
     pose model's input side when ``decoded`` holds less of it (a reduced decode of a large image with a small
-    person) - unless that decode would take more than ``max_decode_bytes``: the upload was accepted, and its
-    person is then regressed on ``decoded``."""
+    person) - unless that decode would take more than ``max_decode_bytes`` beside ``decoded``: the upload was
+    accepted, and its person is then regressed on ``decoded``."""
     x1, y1, x2, y2 = box
     if decoded.resolution >= min(1.0, PERSON_MIN_INPUT * model.spec.needed_fraction(x2 - x1, y2 - y1)):
         return decoded
     deadline.left("decoding at a finer scale")
     try:
-        return decode_for(data, model, settings, box, overlay=overlay, pixels=PERSON_MIN_INPUT)
+        return decode_for(data, model, settings, box, overlay=overlay, pixels=PERSON_MIN_INPUT, deadline=deadline)
     except PayloadTooLarge:
         return decoded
 
@@ -152,7 +152,7 @@ def run_pose(
     spec = model.joints
     watch = Stopwatch()
     finder = model.person if params.box is None else None
-    decoded = decode_for(data, finder or model, settings, params.box, overlay=params.overlay)
+    decoded = decode_for(data, finder or model, settings, params.box, overlay=params.overlay, deadline=deadline)
     decode_ms, inference_ms = watch.lap(), 0.0
     region = params.box
     source: Literal["request", "person_model", "image"] = "request" if params.box is not None else "image"

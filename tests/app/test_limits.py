@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from app.config import Settings
-from app.errors import Overloaded, RequestTimeout
+from app.errors import Overloaded, PayloadTooLarge, RequestTimeout
 from app.factory import create_app
-from app.limits import InferenceLimiter
+from app.limits import DecodeMemory, InferenceLimiter
 from app.observability import Metrics
+from app.services.common import Deadline
 from tests.conftest import encode, files, noise_image
 
 pytestmark = pytest.mark.anyio
@@ -44,6 +48,52 @@ async def test_limiter_times_out_waiting() -> None:
             async with lim.slot():
                 pass
     assert lim.waiting == 0 and lim.active == 0
+
+
+def test_decode_memory_waits_for_what_others_give_back() -> None:
+    memory = DecodeMemory(100)
+    assert memory.take(70, time.monotonic())
+    assert not memory.take(40, time.monotonic() + 0.05)  # 30 free, and nobody gives any back in time
+    assert memory.free == 30
+    threading.Timer(0.05, memory.give, (70,)).start()
+    t0 = time.monotonic()
+    assert memory.take(40, t0 + 5)  # woken when the 70 come back, long before its deadline
+    assert 0.03 < time.monotonic() - t0 < 2 and memory.free == 60
+    with pytest.raises(ValueError):
+        memory.take(101, time.monotonic() + 5)
+
+
+def test_a_job_holds_its_decode_memory_until_it_ends() -> None:
+    memory = DecodeMemory(100)
+    job = Deadline.start(5, memory)
+    job.reserve(60, "the first decode")
+    job.reserve(30, "the second decode")
+    assert memory.free == 10
+    with pytest.raises(PayloadTooLarge, match="beside the 90 this request holds"):
+        job.reserve(20, "a third decode")  # could never fit: waiting would only wait for itself
+    other = Deadline.start(0.05, memory)
+    with pytest.raises(RequestTimeout, match="decode memory"):
+        other.reserve(20, "another job's decode")
+    job.close()
+    job.close()  # idempotent
+    assert memory.free == 100
+    other = Deadline.start(5, memory)
+    other.reserve(20, "another job's decode")
+    assert memory.free == 80
+    Deadline.start(5).reserve(10**12, "outside a job")  # no shared memory: nothing held, nothing refused
+
+
+async def test_requests_share_the_decode_memory(make_client: Any, jpeg: bytes) -> None:
+    async with make_client(job_timeout_s=0.3) as client:
+        memory: DecodeMemory = client._transport.app.state.decode_memory
+        assert (await client.post("/cam", files=files(jpeg))).status_code == 200
+        assert memory.free == memory.total  # given back when the job ended
+        assert memory.take(memory.total, time.monotonic())  # other requests hold all of it
+        r = await client.post("/localize", files=files(jpeg))
+        assert r.status_code == 503 and "decode memory" in r.json()["detail"], r.text
+        memory.give(memory.total)
+        assert (await client.post("/localize", files=files(jpeg))).status_code == 200
+        assert memory.free == memory.total
 
 
 @pytest.fixture
