@@ -228,7 +228,7 @@ def local_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOCSVC_")}
     env |= {
         "LOCSVC_API_KEY": KEY,
-        "LOCSVC_MAX_CONCURRENCY": "2",
+        "LOCSVC_MAX_CONCURRENCY": "4",
         "LOCSVC_MAX_QUEUE": "8",
         "LOCSVC_INTRA_OP_THREADS": "2",
     }
