@@ -54,8 +54,8 @@ class Settings(BaseSettings):
     intra_op_threads: int = Field(
         default_factory=lambda: os.cpu_count() or 1,
         ge=1,
-        description="onnxruntime threads per inference (openvino: per stream, one stream per request in inference, "
-        "capped at the cores in all).",
+        description="onnxruntime threads per inference (openvino: per stream, max_concurrency streams asked, "
+        "threads x streams capped at the cores: 2 streams of 1 thread on 2 cores).",
     )
     inter_op_threads: int = Field(1, ge=1, description="onnxruntime inter-op threads (parallel graph branches).")
     ort_spinning: bool = Field(False, description="Let onnxruntime worker threads spin while idle (faster, burns CPU).")
