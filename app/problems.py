@@ -54,9 +54,10 @@ def problem_response(
 async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
     log.info("refused", extra={"status": exc.status, "reason": exc.slug, "detail": exc.detail})
-    return problem_response(
-        request.url.path, exc.status, exc.title, exc.slug, exc.detail, exc.field, headers=exc.headers
-    )
+    headers = dict(exc.headers or {})
+    if exc.status == 503:  # every 503 is worth a retry: a job past its deadline, or one that waited for memory, too
+        headers.setdefault("Retry-After", str(request.app.state.settings.retry_after_s))
+    return problem_response(request.url.path, exc.status, exc.title, exc.slug, exc.detail, exc.field, headers=headers)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

@@ -91,6 +91,7 @@ async def test_requests_share_the_decode_memory(make_client: Any, jpeg: bytes) -
         assert memory.take(memory.total, time.monotonic())  # other requests hold all of it
         r = await client.post("/localize", files=files(jpeg))
         assert r.status_code == 503 and "decode memory" in r.json()["detail"], r.text
+        assert r.headers["retry-after"] == "1"  # LOCSVC_RETRY_AFTER_S, as on every 503
         memory.give(memory.total)
         assert (await client.post("/localize", files=files(jpeg))).status_code == 200
         assert memory.free == memory.total
