@@ -66,8 +66,8 @@ class Deadline:
             )
         if not self.memory.take(nbytes, self.at):
             raise RequestTimeout(
-                f"the request waited {self.budget_s:g} s for decode memory that other requests hold, and was "
-                "stopped; retry later"
+                f"the request's {self.budget_s:g} s passed while it waited for decode memory that other requests "
+                "hold, and it was stopped; retry later"
             )
         self._held.append(nbytes)
 
