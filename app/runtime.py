@@ -162,8 +162,8 @@ def create_session(path: Path, settings: Settings) -> ort.InferenceSession:
     stream runs one request at a time; one stream would serialize the requests) of ``intra_op_threads`` threads
     each, which OpenVINO caps at the cores in all: on 2 cores the defaults give 2 streams of one thread, which
     the 4 requests in inference share; with ``openvino_cache_dir``, compiled once and loaded from there on later
-    starts (an int8 twin compiles in 0.4-0.5 s). Raises :class:`ProviderError` if the provider cannot be created, onnxruntime's error
-    if the file is not a graph it can run."""
+    starts (an int8 twin compiles in 0.4-0.5 s). Raises :class:`ProviderError` if the provider cannot be created,
+    onnxruntime's error if the file is not a graph it can run."""
     so = session_options(settings)
     if resolve_provider(settings)[0] == "cpu":
         return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])

@@ -24,6 +24,7 @@ from __future__ import annotations
 import io
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -168,15 +169,17 @@ class OpenedImage:
         out = math.ceil(dw / factor) * math.ceil(dh / factor) * _RGB_BYTES
         return decoded + 2 * out + _STRIP_BYTES, factor, scale  # the converted image, then its transposition
 
-    def decode(self, fraction: float, max_bytes: int) -> DecodedImage:
-        """Decode for ``fraction`` of the full resolution (1: all of it), within ``max_bytes`` (413 beyond)."""
+    def decode(
+        self, fraction: float, max_bytes: int, reserve: Callable[[int, str], None] | None = None
+    ) -> DecodedImage:
+        """Decode for ``fraction`` of the full resolution (1: all of it), within ``max_bytes`` (413 beyond);
+        ``reserve(bytes, what)`` is called with that cost first, once it is within ``max_bytes``."""
         need, factor, scale = self.cost(fraction)
+        what = f"decoding this {self.width}x{self.height} {self.format} ({self.im.mode}) image"
         if need > max_bytes:
-            raise PayloadTooLarge(
-                f"decoding this {self.width}x{self.height} {self.format} ({self.im.mode}) image would take {need} "
-                f"bytes, over the limit of {max_bytes}",
-                field="image",
-            )
+            raise PayloadTooLarge(f"{what} would take {need} bytes, over the limit of {max_bytes}", field="image")
+        if reserve is not None:
+            reserve(need, what)
         im: Image.Image = self.im
         mode = im.mode
         animated = _animated(im)

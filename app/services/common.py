@@ -140,11 +140,7 @@ def decode_for(
     fraction = pixels * model.spec.needed_fraction(reg[2] - reg[0], reg[3] - reg[1]) if settings.jpeg_draft else 1.0
     if overlay:
         fraction = max(fraction, settings.overlay_max_side / max(opened.width, opened.height))
-    fraction = min(1.0, fraction)
-    need = opened.cost(fraction)[0]
-    if deadline is not None and need <= settings.max_decode_bytes:  # beyond, decode() refuses it (413)
-        deadline.reserve(need, f"decoding this {opened.width}x{opened.height} {opened.format} image")
-    return opened.decode(fraction, settings.max_decode_bytes)
+    return opened.decode(min(1.0, fraction), settings.max_decode_bytes, None if deadline is None else deadline.reserve)
 
 
 def fit_region(decoded: DecodedImage, model: LoadedModel, region: Region | None) -> Prepared:
