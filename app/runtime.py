@@ -1,6 +1,6 @@
 """Process tuning for a small CPU box: the BLAS thread cap, onnxruntime's shared arena, session options and
-execution provider, handing freed heap back to the OS, and the watchdog that stops onnxruntime runs past their
-deadline."""
+execution provider, large blocks mapped on their own and freed heap handed back to the OS, and the watchdog
+that stops onnxruntime runs past their deadline."""
 
 from __future__ import annotations
 
@@ -32,6 +32,26 @@ def limit_blas_threads(n: int) -> int:
         return 0
     threadpool_limits(limits=n, user_api="blas")
     return sum(1 for lib in threadpool_info() if lib["user_api"] == "blas")
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt(3) parameters, <malloc.h>
+LARGE_BLOCK_BYTES = 8 << 20  # below Pillow's 16 MiB image blocks, above a 12 MP upload's bytes
+
+
+def map_large_blocks(threshold: int = LARGE_BLOCK_BYTES) -> bool:
+    """Give every C allocation of ``threshold`` bytes or more its own mapping, unmapped when it is freed, and
+    trim a heap's free top beyond twice that (glibc only; False elsewhere).
+
+    glibc's default raises its mmap threshold to the size of each mapped block freed, up to 32 MiB. After the
+    first large decode, Pillow's 16 MiB image blocks come from the heap of the worker thread that decodes, and
+    each thread's heap keeps its largest decode once it is freed: the process then grows with its worker
+    threads, not within the decode memory that the jobs share (``LOCSVC_MAX_DECODE_BYTES``). Setting the
+    thresholds stops glibc from moving them (see docs/decisions/large-blocks-mmap.md)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, threshold)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 2 * threshold))
+    except (OSError, AttributeError):
+        return False
 
 
 def release_free_heap() -> bool:
