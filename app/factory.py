@@ -22,7 +22,7 @@ from app.observability import Metrics, ObservabilityMiddleware, configure_loggin
 from app.problems import PROBLEM_RESPONSES, install_error_handlers
 from app.registry import Registry
 from app.routers import meta, page
-from app.runtime import cache_problem, check_provider, map_large_blocks
+from app.runtime import cache_problem, check_provider
 from app.schemas import Problem
 from app.tasks import TASKS, Tasks
 
@@ -52,7 +52,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.metrics,
     )
     app.state.decode_memory = DecodeMemory(settings.max_decode_bytes)
-    map_large_blocks()  # a freed decode goes back to the OS, whichever worker thread decoded it
     registry = await anyio.to_thread.run_sync(Registry.load, settings, app.state.tasks)
     app.state.registry = registry
     app.state.metrics.models_loaded.set(len(registry.models))

@@ -19,7 +19,14 @@ from pydantic import ValidationError
 from app.config import Settings
 from app.errors import InvalidParameter, ModelNotFound
 from app.model import Arrays, LoadedModel, ModelLoadError
-from app.runtime import ProviderError, create_session, limit_blas_threads, release_free_heap, resolve_provider
+from app.runtime import (
+    ProviderError,
+    create_session,
+    limit_blas_threads,
+    map_large_blocks,
+    release_free_heap,
+    resolve_provider,
+)
 from app.schemas import Refusal
 from app.sidecar import Sidecar, Task
 from app.tasks import TASKS, Tasks, TaskSpec, bind_all, link_all
@@ -103,6 +110,7 @@ class Registry:
         """Every sidecar of models_dir (or those named in ``settings.models``); a model that fails is refused
         and logged at ERROR.  A default model named in settings that is not loaded fails start-up."""
         limit_blas_threads(settings.blas_threads)
+        map_large_blocks()  # a freed decode goes back to the OS, whichever worker thread decoded it
         provider, why_not_openvino = resolve_provider(settings)
         log.info(
             "execution provider: %s%s",
