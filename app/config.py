@@ -12,6 +12,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
 
 
+def cpu_cores() -> int:
+    """The cores this process may run on (its CPU affinity: a container's cpuset, ``taskset``); a CPU quota
+    (Kubernetes' CPU limit) does not show here, so set the thread settings there."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 class Settings(BaseSettings):
     """Every field can be set as ``LOCSVC_<NAME>`` (e.g. ``LOCSVC_MAX_UPLOAD_BYTES=5000000``)."""
 
@@ -51,12 +57,6 @@ class Settings(BaseSettings):
         "other images that need converting to RGB reduced by an integer factor before the conversion.",
     )
 
-    intra_op_threads: int = Field(
-        default_factory=lambda: os.cpu_count() or 1,
-        ge=1,
-        description="onnxruntime threads per inference (openvino: per stream, max_concurrency streams asked, "
-        "threads x streams capped at the cores: 2 streams of 1 thread on 2 cores).",
-    )
     inter_op_threads: int = Field(1, ge=1, description="onnxruntime inter-op threads (parallel graph branches).")
     ort_spinning: bool = Field(False, description="Let onnxruntime worker threads spin while idle (faster, burns CPU).")
     blas_threads: int = Field(
@@ -90,6 +90,14 @@ class Settings(BaseSettings):
         description="Requests in inference (decode, fit, onnxruntime, post-processing) at once; others wait in the "
         "queue. Two per core: part of each is Python under the GIL, and the others' inference fills the cores "
         "meanwhile.",
+    )
+    intra_op_threads: int = Field(
+        default_factory=lambda data: -(-cpu_cores() // data["max_concurrency"]),
+        ge=1,
+        description="onnxruntime threads per inference. Default: the cores this process may run on over "
+        "max_concurrency, rounded up (1 on 2 cores): with every slot busy, the threads fill the cores without "
+        "taking them from the requests' Python work (docs/decisions/thread-defaults.md). openvino: threads per "
+        "stream, max_concurrency streams asked, threads x streams capped at the cores (2 streams of 1 on 2 cores).",
     )
     max_queue: int = Field(
         8,

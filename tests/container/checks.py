@@ -230,7 +230,7 @@ def local_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "LOCSVC_API_KEY": KEY,
         "LOCSVC_MAX_CONCURRENCY": "4",
         "LOCSVC_MAX_QUEUE": "8",
-        "LOCSVC_INTRA_OP_THREADS": "2",
+        "LOCSVC_INTRA_OP_THREADS": "1",
     }
     uvicorn = ROOT / ".venv" / "bin" / "uvicorn"
     with log.open("wb") as out:
