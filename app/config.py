@@ -88,8 +88,8 @@ class Settings(BaseSettings):
         4,
         ge=1,
         description="Requests in inference (decode, fit, onnxruntime, post-processing) at once; others wait in the "
-        "queue. Two per core: part of each is Python under the GIL, and the others' inference fills the cores "
-        "meanwhile.",
+        "queue. 4 is two per core on 2 cores: part of each is Python under the GIL, and the others' inference "
+        "fills the cores meanwhile.",
     )
     intra_op_threads: int = Field(
         default_factory=lambda data: -(-cpu_cores() // data["max_concurrency"]),
