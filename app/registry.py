@@ -113,10 +113,17 @@ class Registry:
         map_large_blocks()  # a freed decode goes back to the OS, whichever worker thread decoded it
         provider, why_not_openvino = resolve_provider(settings)
         log.info(
-            "execution provider: %s%s",
+            "execution provider: %s%s; requests in inference: %d, onnxruntime threads per inference: %d",
             provider,
             f" ({why_not_openvino})" if why_not_openvino else "",
-            extra={"provider": provider, "setting": settings.execution_provider},
+            settings.max_concurrency,
+            settings.intra_op_threads,
+            extra={
+                "provider": provider,
+                "setting": settings.execution_provider,
+                "max_concurrency": settings.max_concurrency,
+                "intra_op_threads": settings.intra_op_threads,
+            },
         )
         models: dict[str, LoadedModel] = {}
         refused: dict[str, Refusal] = {}

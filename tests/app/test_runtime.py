@@ -98,10 +98,14 @@ def test_auto_falls_back_to_the_cpu_provider_and_says_why(
     assert resolve_provider(Settings(execution_provider="cpu")) == ("cpu", None)
     build("localize", tmp_path / "a.onnx")
     with caplog.at_level(logging.INFO, logger="app.registry"):
-        registry = Registry.load(Settings(models_dir=tmp_path))
+        registry = Registry.load(Settings(models_dir=tmp_path, max_concurrency=4, intra_op_threads=1))
     assert registry.models["a"].session.get_providers() == ["CPUExecutionProvider"]
-    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("execution provider")]
-    assert said == ["execution provider: cpu (OpenVINO's plugin offers no device on this CPU (vendor AMD))"]
+    said = [r for r in caplog.records if r.getMessage().startswith("execution provider")]
+    assert [r.getMessage() for r in said] == [
+        "execution provider: cpu (OpenVINO's plugin offers no device on this CPU (vendor AMD)); "
+        "requests in inference: 4, onnxruntime threads per inference: 1"
+    ]
+    assert (said[0].__dict__["max_concurrency"], said[0].__dict__["intra_op_threads"]) == (4, 1)
 
 
 def test_openvino_by_name_refuses_a_cpu_it_cannot_run_on(tmp_path: Path, no_openvino_device: None) -> None:
