@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from typing import Any, TypeVar, overload
 import numpy as np
 from pydantic import ValidationError
 
-from app.config import Settings
+from app.config import Settings, cpu_cores
 from app.errors import InvalidParameter, ModelNotFound
 from app.model import Arrays, LoadedModel, ModelLoadError
 from app.runtime import (
@@ -131,7 +130,7 @@ class Registry:
             p for p in sorted(settings.models_dir.glob("*.json")) if not settings.models or p.stem in settings.models
         ]
         # One loader thread per core: hashing, compiling and the warm-up run release the GIL.
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        with ThreadPoolExecutor(max_workers=cpu_cores()) as pool:
             loading = [(path, pool.submit(load_model, path, settings, tasks)) for path in paths]
         for path, future in loading:
             try:
